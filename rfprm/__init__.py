@@ -1,0 +1,14 @@
+"""rfprm: ReasonFlux-PRM from scratch in plain PyTorch.
+
+The public surface (see README.md):
+    model = rfprm.load_model(dir, device="cpu", dtype=None)
+    tok = rfprm.load_tokenizer(dir)
+    out = rfprm.generate(model, prompts, max_new_tokens=64, ...)
+"""
+from .checkpoint import load_model, resolve_path, save_model
+from .config import ModelConfig, preset
+from .errors import RfprmError
+from .model import KVCache, Qwen2ForCausalLM, Qwen2Model
+
+__all__ = ["load_model", "save_model", "resolve_path", "ModelConfig", "preset", "RfprmError",
+           "KVCache", "Qwen2ForCausalLM", "Qwen2Model"]

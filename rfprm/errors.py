@@ -1,0 +1,91 @@
+"""User-facing errors and safe file writing, shared by the library and the scripts.
+
+- `RfprmError` is raised for bad input (a missing file, a malformed record, a bad flag).
+  Scripts wrap their `main` in `cli_main`, which prints the message as one line and exits
+  with status 2 -- no traceback for mistakes the user can fix.
+- Outputs are written to a temporary name beside the target and renamed into place, so an
+  interrupted run never leaves a half-written file or checkpoint behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class RfprmError(Exception):
+    """Bad input: what was wrong, where, and what was expected, in one line."""
+
+
+def cli_main(main: Callable[[], int | None]) -> None:
+    """Run a script's main(); turn RfprmError into one line on stderr and exit code 2."""
+    try:
+        code = main()
+    except RfprmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early (before any long work) if `path` cannot be written later."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK):
+        raise RfprmError(f"cannot write {path}: directory {probe_dir} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise RfprmError(f"cannot write {path}: file is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise RfprmError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise RfprmError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,152 @@
+"""rfprm's Qwen2 against transformers' Qwen2ForCausalLM on tiny random checkpoints."""
+import json
+
+import pytest
+import torch
+
+import rfprm
+from rfprm.config import ModelConfig
+from rfprm.errors import RfprmError
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("tied,heads,kv,dtype,shard", [
+    (True, 4, 2, torch.float32, None),        # tied, GQA, single file
+    (False, 4, 4, torch.float32, None),       # untied, MHA
+    (False, 4, 1, torch.float32, "20KB"),     # sharded, multi-query
+    (True, 4, 2, torch.bfloat16, None),       # bf16 file, loaded as float32 on CPU
+    (False, 2, 2, torch.bfloat16, "20KB"),    # bf16, sharded, untied
+])
+def test_logits_match_transformers(hf_qwen2, tied, heads, kv, dtype, shard):
+    path, hf = hf_qwen2(tied=tied, heads=heads, kv_heads=kv, dtype=dtype, max_shard_size=shard)
+    if shard:
+        assert (path / "model.safetensors.index.json").exists()
+    model = rfprm.load_model(path)
+    assert model.dtype == torch.float32
+    ids = torch.randint(0, 96, (3, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, ref = model(ids), hf(ids).logits
+    assert ours.shape == (3, 17, 96)
+    assert rel_err(ours, ref) <= 1e-4
+
+
+def test_bf16_model_matches_transformers_in_bf16(hf_qwen2):
+    path, _ = hf_qwen2(dtype=torch.bfloat16)
+    from transformers import Qwen2ForCausalLM
+    hf = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    model = rfprm.load_model(path, dtype="bfloat16")
+    ids = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours, ref = model(ids).float(), hf(ids).logits.float()
+    assert rel_err(ours, ref) <= 2e-2  # bf16 rounding; the float32 test is the strict one
+
+
+def test_saved_by_rfprm_loads_in_transformers(hf_qwen2, tmp_path):
+    from transformers import Qwen2ForCausalLM
+    for tied in (True, False):
+        path, _ = hf_qwen2(tied=tied)
+        model = rfprm.load_model(path)
+        out = rfprm.save_model(model, tmp_path / f"saved_{tied}")
+        hf = Qwen2ForCausalLM.from_pretrained(out).eval()
+        ids = torch.randint(0, 96, (2, 11))
+        with torch.no_grad():
+            assert rel_err(model(ids), hf(ids).logits) <= 1e-4
+        again = rfprm.load_model(out)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_rfprm_sharded_save_roundtrip(hf_qwen2, tmp_path):
+    path, hf = hf_qwen2(tied=False)
+    model = rfprm.load_model(path)
+    out = rfprm.save_model(model, tmp_path / "sharded", max_shard_bytes=16_000)
+    assert (out / "model.safetensors.index.json").exists()
+    ids = torch.randint(0, 96, (1, 8))
+    with torch.no_grad():
+        assert rel_err(rfprm.load_model(out)(ids), hf(ids).logits) <= 1e-4
+
+
+def test_sdpa_matches_reference_attention_with_padding(hf_qwen2):
+    path, _ = hf_qwen2()
+    model = rfprm.load_model(path)
+    ids = torch.randint(0, 96, (2, 12))
+    key_mask = torch.ones(2, 12, dtype=torch.bool)
+    key_mask[1, :5] = False  # row 1 is left-padded
+    with torch.no_grad():
+        fast = model(ids, key_mask=key_mask)
+        model.set_attention("ref")
+        slow = model(ids, key_mask=key_mask)
+        plain_ref = model(ids)
+        model.set_attention("sdpa")
+        plain = model(ids)
+    assert rel_err(fast[:, ], slow) <= 1e-5
+    assert rel_err(plain, plain_ref) <= 1e-5
+    # the padded row equals the same tokens run alone
+    with torch.no_grad():
+        alone = model(ids[1:, 5:])
+    assert rel_err(fast[1, 5:], alone[0]) <= 1e-4
+
+
+def test_kv_cache_matches_full_forward(hf_qwen2):
+    path, _ = hf_qwen2()
+    model = rfprm.load_model(path)
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(2, 16)
+        parts = [model(ids[:, :6], cache=cache)]
+        for t in range(6, 10):
+            parts.append(model(ids[:, t:t + 1], cache=cache))
+    assert cache.length == 10
+    assert rel_err(torch.cat(parts, 1), full) <= 1e-5
+
+
+def test_config_spellings_and_refusals(tmp_path):
+    base = dict(model_type="qwen2", vocab_size=64, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    old = ModelConfig.from_hf_dict({**base, "rope_theta": 5e5, "torch_dtype": "bfloat16"})
+    new = ModelConfig.from_hf_dict({**base, "rope_parameters": {"rope_theta": 5e5, "rope_type": "default"},
+                                    "dtype": "bfloat16"})
+    assert old == new and old.rope_theta == 5e5 and old.torch_dtype == "bfloat16"
+    assert not old.tie_word_embeddings  # transformers' Qwen2 default
+    with pytest.raises(RfprmError, match="RoPE scaling"):
+        ModelConfig.from_hf_dict({**base, "rope_scaling": {"type": "yarn", "factor": 4.0}})
+    with pytest.raises(RfprmError, match="sliding"):
+        ModelConfig.from_hf_dict({**base, "use_sliding_window": True})
+    with pytest.raises(RfprmError, match="model_type"):
+        ModelConfig.from_hf_dict({**base, "model_type": "llama"})
+    with pytest.raises(RfprmError, match="missing field 'hidden_size'"):
+        ModelConfig.from_hf_dict({k: v for k, v in base.items() if k != "hidden_size"})
+    assert rfprm.preset("qwen2.5-7b").num_key_value_heads == 4
+
+
+def test_bad_checkpoints_raise_one_clear_error(hf_qwen2, tmp_path):
+    with pytest.raises(RfprmError, match="no such directory"):
+        rfprm.load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RfprmError, match="no config.json"):
+        rfprm.load_model(tmp_path / "empty")
+    path, _ = hf_qwen2()
+    f = path / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 100])
+    with pytest.raises(RfprmError, match="truncated"):
+        rfprm.load_model(path)
+    f.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(RfprmError, match="corrupt"):
+        rfprm.load_model(path)
+    shard_path, _ = hf_qwen2(max_shard_size="20KB")
+    index = json.loads((shard_path / "model.safetensors.index.json").read_text())
+    victim = sorted(set(index["weight_map"].values()))[-1]
+    (shard_path / victim).unlink()
+    with pytest.raises(RfprmError, match=f"names shard {victim}, which is missing"):
+        rfprm.load_model(shard_path)
+    # config disagreeing with the weights: the tensor and file are named
+    path2, _ = hf_qwen2()
+    cfg = json.loads((path2 / "config.json").read_text())
+    cfg["vocab_size"] = 100
+    (path2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RfprmError, match=r"model.safetensors: tensor model.embed_tokens.weight has shape \(96, 32\), expected \(100, 32\)"):
+        rfprm.load_model(path2)
