@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-class RfprmError(Exception):
-    """Bad input: what was wrong, where, and what was expected, in one line."""
+class RfprmError(ValueError):
+    """Bad input: what was wrong, where, and what was expected, in one line.
+    A ValueError, so library callers can catch it as one."""
 
 
 def cli_main(main: Callable[[], int | None]) -> None:
@@ -48,6 +49,12 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
@@ -60,6 +67,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -78,6 +86,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise RfprmError(f"cannot write {path}: {e.strerror}") from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

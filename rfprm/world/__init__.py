@@ -1,0 +1,32 @@
+"""The built-in world: multi-step arithmetic in which the whole ReasonFlux-PRM method runs on
+a laptop CPU (see "The built-in world" in the design notes). Pure Python: no torch, no models.
+
+- problems.py   seeded problems (`(7 + 5) * 3 - 4`), their step order, parse_problem
+- traces.py     the R1 trace format: `<think>` steps, a mirroring response, \\boxed{}
+- teachers.py   five teachers of documented quality and the mixed distillation pool
+- judge.py      answer checking and the step-quality judge (the paper's GPT-4o stand-in)
+- templates.py  templates (`+ then * then -`), prompts with and without a plan
+- corpus.py     texts for the world's tokenizer
+- __main__.py   `python -m rfprm.world problems|traces ...` writes JSONL
+
+Everything the PRM pipeline is handed is a plain function of text: scorers get the problem
+text, never the Problem object, the teacher or the first error.
+"""
+from .corpus import world_corpus
+from .judge import (IRRELEVANT, UNPARSEABLE, USEFUL, WRONG, StepTracker, extract_boxed,
+                    is_correct, judge_step, judge_steps, normalize_answer, parse_equations)
+from .problems import Op, Problem, make_problems, parse_problem, random_problem
+from .teachers import DEFAULT_MIX, TEACHERS, make_traces, parse_mix, teacher_counts
+from .templates import (extract_template, problem_prompt, problem_template, template_ops,
+                        template_prompt, wrong_template)
+from .traces import Trace, format_trace, parse_trace, split_steps
+
+__all__ = [
+    "Problem", "Op", "make_problems", "parse_problem", "random_problem",
+    "Trace", "format_trace", "parse_trace", "split_steps",
+    "DEFAULT_MIX", "TEACHERS", "make_traces", "parse_mix", "teacher_counts",
+    "extract_boxed", "normalize_answer", "is_correct", "parse_equations", "StepTracker",
+    "judge_step", "judge_steps", "USEFUL", "IRRELEVANT", "UNPARSEABLE", "WRONG",
+    "extract_template", "problem_template", "template_ops", "template_prompt", "problem_prompt",
+    "wrong_template", "world_corpus",
+]
