@@ -5,10 +5,13 @@ The public surface (see README.md):
     tok = rfprm.load_tokenizer(dir)
     out = rfprm.generate(model, prompts, max_new_tokens=64, ...)
 """
-from .checkpoint import load_model, resolve_path, save_model
+from .checkpoint import load_model, save_model
+from .generate import generate
+from .paths import resolve_path
+from .tokenizer import Tokenizer, load_tokenizer
 from .config import ModelConfig, preset
 from .errors import RfprmError
 from .model import KVCache, Qwen2ForCausalLM, Qwen2Model
 
-__all__ = ["load_model", "save_model", "resolve_path", "ModelConfig", "preset", "RfprmError",
+__all__ = ["load_model", "save_model", "resolve_path", "generate", "load_tokenizer", "Tokenizer", "ModelConfig", "preset", "RfprmError",
            "KVCache", "Qwen2ForCausalLM", "Qwen2Model"]

@@ -26,29 +26,13 @@ from safetensors.torch import save_file
 from .config import ModelConfig
 from .errors import RfprmError, atomic_dir
 from .model import Qwen2ForCausalLM
-
-SHIPPED_DIR = Path(__file__).parent / "checkpoints"
-SHIPPED = ("tiny-base", "tiny-policy", "tiny-prm")
+from .paths import resolve_path
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
            "U8": torch.uint8, "BOOL": torch.bool}
 _DTYPE_NAMES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
                 "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-
-def resolve_path(name_or_dir: str | Path) -> Path:
-    """A checkpoint directory, or a shipped name such as 'tiny-policy'."""
-    p = Path(name_or_dir)
-    if p.exists():
-        return p
-    if str(name_or_dir) in SHIPPED:
-        shipped = SHIPPED_DIR / str(name_or_dir)
-        if shipped.exists():
-            return shipped
-        raise RfprmError(f"shipped checkpoint {name_or_dir!r} is not built yet ({shipped} is missing)")
-    raise RfprmError(f"{name_or_dir}: no such directory (give a checkpoint directory or one of "
-                     f"the shipped names {', '.join(SHIPPED)})")
 
 
 def resolve_dtype(dtype, cfg: ModelConfig, device) -> torch.dtype:
@@ -188,7 +172,30 @@ def load_model(path, device="cpu", dtype=None) -> Qwen2ForCausalLM:
                          f"load it with rfprm.load_prm, not load_model")
     load_state_into(model, ckpt, device, dtype, skip=lambda n: n == "lm_head.weight" and cfg.tie_word_embeddings)
     model.tie_weights()
+    model.vocab_limit = tokenizer_vocab_limit(ckpt, cfg.vocab_size)
+    model.extra_stop_ids = generation_eos_ids(ckpt)
     return model.eval()
+
+
+def tokenizer_vocab_limit(ckpt: Path, embedding_rows: int) -> int | None:
+    """The tokenizer's size when one is stored beside the weights (generation never samples the
+    padding rows beyond it), after checking that every token id has an embedding row."""
+    from .tokenizer import check_vocab_fits, has_tokenizer, load_tokenizer
+    if not has_tokenizer(ckpt):
+        return None
+    tok = load_tokenizer(ckpt)
+    check_vocab_fits(tok, embedding_rows, str(ckpt))
+    return tok.vocab_size
+
+
+def generation_eos_ids(ckpt: Path) -> list[int]:
+    """generation_config.json's eos ids (Qwen2.5-Instruct lists <|im_end|> and <|endoftext|>)."""
+    path = ckpt / "generation_config.json"
+    try:
+        eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise RfprmError(f"{path}: not a valid JSON object") from None
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
 def tensor_names(ckpt: Path) -> set[str]:

@@ -1,0 +1,169 @@
+"""Batched sampling with a preallocated KV cache.
+
+Notable choices:
+- Ragged prompts are left-padded into one batch; a key mask hides the padding and positions
+  count only real tokens, so each row computes exactly what it would alone.
+- One prefill, then one token per step. `num_samples=n` prefills each prompt once and copies
+  its cache n times (Best-of-N and GRPO draw n answers per prompt).
+- Rows stop independently at any of `stop_ids` (default: the model's end-of-turn ids from its
+  config / generation_config.json). Finished rows are dropped from the batch once enough of
+  them have finished, so long-tailed batches do not pay for rows that are done.
+- Sampling never draws an embedding row beyond the tokenizer's vocabulary (Qwen pads its
+  151,665 ids to 151,936 rows): `vocab_limit`, by default `model.vocab_limit` when the loader
+  found a tokenizer beside the weights.
+- `return_logprobs=True` also returns each sampled token's log-probability under the
+  temperature-scaled distribution *before* top-k/top-p truncation: that is what an RL trainer
+  recomputes for its ratio, so the two agree (truncation would bias it).
+- `generate_ref` is the plain reference: one prompt at a time, no cache, full recompute each
+  step. The tests check that both give the same tokens.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import RfprmError
+
+
+def _check_args(model, prompts, max_new_tokens, temperature, top_p, top_k, num_samples):
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise RfprmError("generate: prompts must be a non-empty list of token-id lists")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise RfprmError(f"generate: prompts[{i}] is empty (every prompt needs at least one token)")
+    if int(max_new_tokens) < 1:
+        raise RfprmError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise RfprmError(f"generate: top_p must be in (0, 1], got {top_p}")
+    if float(temperature) < 0:
+        raise RfprmError(f"generate: temperature must be >= 0, got {temperature}")
+    if int(top_k) < 0:
+        raise RfprmError(f"generate: top_k must be >= 0 (0 = off), got {top_k}")
+    if int(num_samples) < 1:
+        raise RfprmError(f"generate: num_samples must be >= 1, got {num_samples}")
+    context = model.cfg.max_position_embeddings
+    longest = max(len(p) for p in prompts)
+    if longest >= context:
+        raise RfprmError(f"generate: a prompt has {longest} tokens; the model's context is {context}")
+    vocab = model.cfg.vocab_size
+    for i, p in enumerate(prompts):
+        bad = [t for t in p if not 0 <= t < vocab]
+        if bad:
+            raise RfprmError(f"generate: prompts[{i}] has token id {bad[0]} outside [0, {vocab})")
+
+
+def sample(logits, temperature: float, top_p: float, top_k: int, generator):
+    """logits (B, V) float32 -> (tokens (B,), log-probs (B,) under logits/temperature)."""
+    if temperature == 0.0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+    logits = logits / temperature
+    logprobs = torch.log_softmax(logits, -1)
+    filtered = logits
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, dim=-1, descending=True)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, -1) >= top_p  # keep the smallest prefix reaching p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        filtered = torch.full_like(filtered, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(filtered, -1)
+    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+def default_stop_ids(model) -> list[int]:
+    eos = model.cfg.eos_token_id
+    ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    return ids + [i for i in getattr(model, "extra_stop_ids", []) if i not in ids]
+
+
+@torch.inference_mode()
+def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+             top_k: int = 0, stop_ids=None, seed: int | None = None, num_samples: int = 1,
+             vocab_limit: int | None = None, return_logprobs: bool = False, progress: bool = False):
+    """Sample continuations of `prompts` (a list of token-id lists).
+
+    Returns a list of new-token lists, num_samples per prompt, prompt-major (prompt i's samples
+    are at [i*n, (i+1)*n)); each ends with its stop token if it stopped. With return_logprobs,
+    returns (tokens, logprobs) with matching float lists."""
+    _check_args(model, prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
+    device = model.device
+    stop = torch.tensor(default_stop_ids(model) if stop_ids is None else list(stop_ids),
+                        dtype=torch.long, device=device)
+    vocab_limit = vocab_limit or getattr(model, "vocab_limit", None) or model.cfg.vocab_size
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+
+    # ---- prefill: left-pad the prompts into one batch ----
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    B, Tp = len(prompts), int(lengths.max())
+    max_new = min(int(max_new_tokens), model.cfg.max_position_embeddings - Tp)
+    ids = torch.zeros(B, Tp, dtype=torch.long, device=device)
+    key_mask = torch.zeros(B, Tp + max_new, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, Tp - len(p):] = torch.tensor(p, dtype=torch.long)
+        key_mask[i, Tp - len(p):] = True
+    key_mask[:, Tp:] = True                                    # generated tokens are all real
+    padded = bool((lengths != Tp).any())
+    cache = model.new_cache(B, Tp + max_new)
+    logits = model(ids, key_mask=key_mask[:, :Tp] if padded else None, cache=cache, last_only=True)
+    logits = logits[:, -1].float()                             # (B, V)
+    if num_samples > 1:                                        # copy each prompt's cache n times
+        cache = cache.repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, 0)
+        key_mask = key_mask.repeat_interleave(num_samples, 0)
+        lengths = lengths.repeat_interleave(num_samples)
+        B *= num_samples
+    logits = logits[:, :vocab_limit]
+
+    # ---- decode one token at a time; `rows` maps batch slots back to outputs ----
+    rows = torch.arange(B, device=device)
+    out_tokens = torch.zeros(B, max_new, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros(B, max_new, dtype=torch.float32, device=device)
+    n_new = torch.full((B,), max_new, dtype=torch.long, device=device)
+    for step in tqdm(range(max_new), disable=not progress, desc="generate", leave=False):
+        tokens, logprobs = sample(logits, temperature, top_p, top_k, generator)
+        out_tokens[rows, step] = tokens
+        out_logprobs[rows, step] = logprobs
+        finished = torch.isin(tokens, stop)
+        if finished.any():
+            n_new[rows[finished]] = step + 1
+            alive = ~finished
+            if not alive.any():
+                break
+            # drop finished rows from the batch (a copy of the cache rows, worth it for long tails)
+            rows, tokens, lengths, key_mask = rows[alive], tokens[alive], lengths[alive], key_mask[alive]
+            cache.k, cache.v = cache.k[:, alive], cache.v[:, alive]
+        if step == max_new - 1:
+            break
+        positions = (lengths + step)[:, None]                 # real tokens before this one
+        logits = model(tokens[:, None], positions=positions,
+                       key_mask=key_mask[:, :cache.length + 1] if padded else None,
+                       cache=cache)[:, -1, :vocab_limit].float()
+
+    tokens_out = [out_tokens[i, : n_new[i]].tolist() for i in range(out_tokens.shape[0])]
+    if return_logprobs:
+        return tokens_out, [out_logprobs[i, : n_new[i]].tolist() for i in range(out_tokens.shape[0])]
+    return tokens_out
+
+
+@torch.inference_mode()
+def generate_ref(model, prompts, max_new_tokens: int = 64, stop_ids=None, vocab_limit=None):
+    """The plain reference: greedy, one prompt at a time, no KV cache."""
+    stop = set(default_stop_ids(model) if stop_ids is None else stop_ids)
+    vocab_limit = vocab_limit or getattr(model, "vocab_limit", None) or model.cfg.vocab_size
+    outs = []
+    for p in prompts:
+        seq, new = list(p), []
+        for _ in range(max_new_tokens):
+            logits = model(torch.tensor([seq], device=model.device))[0, -1, :vocab_limit]
+            token = int(logits.argmax())
+            seq.append(token)
+            new.append(token)
+            if token in stop:
+                break
+        outs.append(new)
+    return outs

@@ -1,0 +1,205 @@
+"""Recipes that build the shipped tiny checkpoints of the built-in world, and the policy check.
+
+    python -m rfprm.recipes tiny-base              # tokenizer + base model (arithmetic, no traces)
+    python -m rfprm.recipes tiny-policy            # tiny-base fine-tuned on clean teacher traces
+    python -m rfprm.recipes eval-policy --n 500    # the numbers quoted in the README
+
+Notable choices:
+- The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
+  Qwen's split pattern (digits stay single tokens, which helps a tiny model add) and the same
+  special tokens rfprm uses for Qwen: `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<extra_0>`.
+- `tiny-base` stands in for an instruct model before distillation: it has learned the world's
+  arithmetic facts (`Compute 17 + 25.` -> `17 + 25 = 42, so the answer is \\boxed{42}`) and to
+  answer multi-step problems directly with a boxed number, but has never seen a thinking trace.
+- `tiny-policy` is tiny-base fine-tuned on traces of the *clean* teacher, so its own mistakes are
+  natural slips, not copied ones. A share of its prompts carry the problem's true plan
+  (`Plan: + then * then -`), so that template-guided rollouts (the PRM's trajectory-level
+  reward) can follow one.
+- Everything is seeded; each recipe writes to a temporary directory renamed into place.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from .checkpoint import SHIPPED_DIR, resolve_path, save_model
+from .config import preset
+from .errors import RfprmError, atomic_dir, cli_main
+from .generate import generate
+from .model import Qwen2ForCausalLM, init_weights
+from .sft import chat_example, train_sft
+from .bpe import train_bpe
+from .tokenizer import load_tokenizer
+from .trainer import TrainConfig
+from . import world
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
+TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
+MAX_NEW_TOKENS = 160        # enough for a 4-step trace of the world
+
+
+def build_tokenizer(seed: int = 0):
+    return train_bpe(world.world_corpus(4000, seed), vocab_size=384, special_tokens=SPECIALS)
+
+
+def new_model(tok, seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    vocab = (tok.vocab_size + 63) // 64 * 64   # pad the embedding rows, as Qwen does
+    cfg = preset("tiny", vocab_size=vocab, eos_token_id=[tok.im_end_id, tok.eos_id])
+    model = Qwen2ForCausalLM(cfg)
+    init_weights(model)
+    return model
+
+
+def answer_line(op, boxed=True) -> str:
+    a, o, b, r = op
+    return f"{a} {o} {b} = {r}, so the answer is \\boxed{{{r}}}" if boxed else f"{a} {o} {b} = {r}"
+
+
+def base_examples(tok, n: int, seed: int):
+    """Arithmetic facts as one-step problems, and multi-step problems answered directly."""
+    rng = random.Random(seed)
+    problems = world.make_problems(n, seed)
+    examples = []
+    for p in problems:
+        for op in p.ops:  # every step of every problem, asked on its own
+            examples.append(chat_example(tok, f"Compute {op.a} {op.op} {op.b}.", answer_line(op)))
+        if rng.random() < 0.5:
+            examples.append(chat_example(tok, world.problem_prompt(p.text), f"The answer is \\boxed{{{p.answer}}}"))
+    return examples
+
+
+def policy_examples(tok, n: int, seed: int, exclude=frozenset()):
+    rng = random.Random(seed)
+    examples = []
+    for p in world.make_problems(n, seed, exclude=exclude):
+        trace = world.TEACHERS["clean"](p, rng)
+        prompt = world.problem_prompt(p.text)
+        if rng.random() < TEMPLATE_SHARE:
+            prompt = world.template_prompt(p.text, world.problem_template(p))
+        examples.append(chat_example(tok, prompt, world.format_trace(trace.trajectory, trace.response)))
+    return examples
+
+
+def eval_problems(n: int, seed: int = 12345):
+    return world.make_problems(n, seed)
+
+
+def _recipe_out(name: str, out: str | None) -> Path:
+    return Path(out) if out else SHIPPED_DIR / name
+
+
+def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
+    tok = build_tokenizer(seed)
+    model = new_model(tok, seed)
+    steps = 30 if quick else steps
+    examples = base_examples(tok, 200 if quick else 20000, seed)
+    cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    train_sft(model, examples, cfg, batch_size=64, seed=seed, pad_id=tok.pad_id, desc="tiny-base")
+    return _save(model, tok, _recipe_out("tiny-base", out),
+                 f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}")
+
+
+def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False):
+    base_dir = resolve_path(base)
+    tok = load_tokenizer(base_dir)
+    from .checkpoint import load_model
+    model = load_model(base_dir)
+    steps = 30 if quick else steps
+    held_out = {p.text for p in eval_problems(500)}
+    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out)
+    cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    train_sft(model, examples, cfg, batch_size=32, seed=seed, pad_id=tok.pad_id, desc="tiny-policy")
+    return _save(model, tok, _recipe_out("tiny-policy", out),
+                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps}")
+
+
+def _save(model, tok, out: Path, command: str) -> Path:
+    with atomic_dir(out) as tmp:
+        save_model(model, tmp / "m")
+        for f in (tmp / "m").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "m").rmdir()
+        tok.save(tmp)
+        (tmp / "README.md").write_text(f"# {out.name}\n\nBuilt by `{command}` (rfprm/recipes.py).\n")
+    print(f"wrote {out}")
+    return out
+
+
+# ---- the policy check ----
+def solve(model, tok, prompts: list[str], temperature=0.0, num_samples=1, seed=0, batch_size=64):
+    """Chat-encode each prompt, sample; -> decoded completions (num_samples per prompt)."""
+    ids = [tok.chat([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts]
+    outs = []
+    per_batch = max(1, batch_size // num_samples)
+    for i in range(0, len(ids), per_batch):
+        outs += generate(model, ids[i:i + per_batch], max_new_tokens=MAX_NEW_TOKENS, temperature=temperature,
+                         num_samples=num_samples, seed=seed + i, stop_ids=tok.stop_ids)
+    return [tok.decode([t for t in o if t not in tok.stop_ids]) for o in outs]
+
+
+def evaluate_policy(model, tok, n=500, samples=16, seed=0) -> dict:
+    problems = eval_problems(n)
+    rng = random.Random(seed)
+    texts = [p.text for p in problems]
+
+    def accuracy(completions):
+        return sum(world.is_correct(c, p.answer) for c, p in zip(completions, problems)) / n
+
+    greedy = solve(model, tok, [world.problem_prompt(t) for t in texts])
+    sampled = solve(model, tok, [world.problem_prompt(t) for t in texts], temperature=1.0,
+                    num_samples=samples, seed=seed)
+    pass_at = sum(any(world.is_correct(c, p.answer) for c in sampled[i * samples:(i + 1) * samples])
+                  for i, p in enumerate(problems)) / n
+    right_plan = solve(model, tok, [world.template_prompt(t, world.problem_template(p)) for t, p in zip(texts, problems)])
+    wrong_plan = solve(model, tok, [world.template_prompt(t, world.wrong_template(p, rng)) for t, p in zip(texts, problems)])
+    return {
+        "problems": n,
+        "greedy_accuracy": accuracy(greedy),
+        "sample_accuracy_t1": sum(world.is_correct(c, problems[i // samples].answer) for i, c in enumerate(sampled)) / len(sampled),
+        f"pass@{samples}_t1": pass_at,
+        "parse_rate_t1": sum(world.parse_trace(c) is not None for c in sampled) / len(sampled),
+        "greedy_accuracy_true_plan": accuracy(right_plan),
+        "greedy_accuracy_wrong_plan": accuracy(wrong_plan),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m rfprm.recipes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["tiny-base", "tiny-policy", "eval-policy"])
+    ap.add_argument("--out", help="output directory (default: the shipped rfprm/checkpoints/NAME)")
+    ap.add_argument("--model", default="tiny-policy", help="eval-policy: model directory or shipped name")
+    ap.add_argument("--base", default="tiny-base", help="tiny-policy: the base to fine-tune")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=500, help="eval-policy: fresh problems")
+    ap.add_argument("--samples", type=int, default=16, help="eval-policy: samples per problem for pass@k")
+    ap.add_argument("--json", help="eval-policy: write the figures here")
+    ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
+    args = ap.parse_args(argv)
+    if args.seed < 0 or args.steps < 1 or args.n < 1 or args.samples < 1:
+        raise RfprmError("--seed must be >= 0 and --steps, --n, --samples >= 1")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.what == "tiny-base":
+        build_tiny_base(args.out, args.seed, args.steps, args.quick)
+    elif args.what == "tiny-policy":
+        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick)
+    else:
+        from .checkpoint import load_model
+        path = resolve_path(args.model)
+        res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
+        for k, v in res.items():
+            print(f"{k:<28}{v:.3f}" if isinstance(v, float) else f"{k:<28}{v}")
+        if args.json:
+            from .errors import atomic_file
+            with atomic_file(args.json) as f:
+                json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    cli_main(main)
