@@ -150,6 +150,21 @@ def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0,
     return tokens_out
 
 
+def chat_complete(model, tok, user_prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0,
+                  top_p: float = 1.0, num_samples: int = 1, seed: int = 0, batch_size: int = 64,
+                  progress: bool = False) -> list[str]:
+    """Answer each user message (ChatML, generation prompt added); -> decoded completions without
+    their stop token, num_samples per prompt (prompt-major). Batches hold ~batch_size rows."""
+    ids = [tok.chat([{"role": "user", "content": p}], add_generation_prompt=True) for p in user_prompts]
+    per_batch = max(1, batch_size // num_samples)
+    outs = []
+    for i in tqdm(range(0, len(ids), per_batch), disable=not progress, desc="sample", leave=False):
+        outs += generate(model, ids[i:i + per_batch], max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_p=top_p, num_samples=num_samples, seed=seed + i, stop_ids=tok.stop_ids)
+    stops = set(tok.stop_ids)
+    return [tok.decode([t for t in o if t not in stops]) for o in outs]
+
+
 @torch.inference_mode()
 def generate_ref(model, prompts, max_new_tokens: int = 64, stop_ids=None, vocab_limit=None):
     """The plain reference: greedy, one prompt at a time, no KV cache."""

@@ -17,7 +17,9 @@ gradients. Notable choices:
   a 2048-token batch take 1.2 GB, and autograd keeps several such tensors alive (logits,
   log-softmax output, its gradient). That, not the model, dominates RL/SFT memory. We walk over
   row chunks, keep only a float32 log-sum-exp per row, and recompute each chunk's logits in
-  backward. Peak extra memory is a few chunk-sized buffers plus grad_weight itself.
+  backward. Peak extra memory is a few chunk-sized buffers plus grad_weight itself. The matmul
+  runs in the input dtype (as the reference's does), the softmax in float32, and a bf16 weight's
+  gradient is summed over chunks in float32 before the final cast.
 - Cross-entropy is -log-prob over the non-ignored rows, so there is one chunked kernel, not two.
   Ignored rows are dropped before the matmul (prompt tokens in SFT cost nothing). With
   reduction="mean" and every row ignored the loss is 0 (not NaN), and the plain reference
@@ -239,24 +241,26 @@ class _LinearLogprobs(torch.autograd.Function):
         t, chunk_rows = ctx.temperature, ctx.chunk_rows
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_h else None
-        # One [V, H] accumulator. For bf16/fp16 weights it is float32: summing dozens of chunk
-        # products in 8 mantissa bits would lose the small ones.
-        grad_weight = (torch.zeros_like(weight, dtype=_opmath(weight.dtype)) if want_w else None)
+        # One [V, H] accumulator, float32 for bf16/fp16 weights when there are several chunks:
+        # summing dozens of chunk products in 8 mantissa bits would lose the small ones. Feeding
+        # it a float32 GEMM (dz is float32 already, h's chunk is small) avoids a [V, H] temporary.
+        single = hidden.shape[0] <= chunk_rows
+        acc_dtype = weight.dtype if single else _opmath(weight.dtype)
+        grad_weight = torch.zeros_like(weight, dtype=acc_dtype) if want_w else None
         grad = grad.to(lse.dtype) / t  # fold 1/t into the per-row scale once
         for s in range(0, hidden.shape[0], chunk_rows):
             e = min(s + chunk_rows, hidden.shape[0])
             h, g = hidden[s:e], grad[s:e, None]  # (n, H), (n, 1)
-            dz = _chunk_logits(h, weight, t)
-            dz.sub_(lse[s:e, None]).exp_().mul_(-g)  # -g * softmax, in the logits' buffer
-            dz.scatter_add_(1, targets[s:e, None], g)  # + g * onehot(target)
-            dz = dz.to(hidden.dtype)  # (n, V), back to the matmul dtype
+            dz32 = _chunk_logits(h, weight, t)
+            dz32.sub_(lse[s:e, None]).exp_().mul_(-g)  # -g * softmax, in the logits' buffer
+            dz32.scatter_add_(1, targets[s:e, None], g)  # + g * onehot(target)
+            dz = dz32.to(hidden.dtype)  # (n, V) in the matmul dtype (a no-op for float32)
             if want_h:
                 grad_hidden[s:e] = dz @ weight
-            if want_w:
-                if grad_weight.dtype == dz.dtype:
-                    grad_weight.addmm_(dz.T, h)
-                else:
-                    grad_weight += dz.T @ h
+            if want_w and acc_dtype == dz32.dtype:
+                grad_weight.addmm_(dz32.T, h.to(dz32.dtype))
+            elif want_w:  # one bf16/fp16 chunk: a single product, rounded once like the reference
+                grad_weight.addmm_(dz.T, h)
         if want_w:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None

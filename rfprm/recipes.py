@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import SHIPPED_DIR, resolve_path, save_model
+from .checkpoint import load_model, save_model
+from .paths import SHIPPED_DIR, resolve_path
 from .config import preset
 from .errors import RfprmError, atomic_dir, cli_main
-from .generate import generate
+from .generate import chat_complete
 from .model import Qwen2ForCausalLM, init_weights
 from .sft import chat_example, train_sft
 from .bpe import train_bpe
@@ -107,7 +108,6 @@ def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
 def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False):
     base_dir = resolve_path(base)
     tok = load_tokenizer(base_dir)
-    from .checkpoint import load_model
     model = load_model(base_dir)
     steps = 30 if quick else steps
     held_out = {p.text for p in eval_problems(500)}
@@ -131,17 +131,6 @@ def _save(model, tok, out: Path, command: str) -> Path:
 
 
 # ---- the policy check ----
-def solve(model, tok, prompts: list[str], temperature=0.0, num_samples=1, seed=0, batch_size=64):
-    """Chat-encode each prompt, sample; -> decoded completions (num_samples per prompt)."""
-    ids = [tok.chat([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts]
-    outs = []
-    per_batch = max(1, batch_size // num_samples)
-    for i in range(0, len(ids), per_batch):
-        outs += generate(model, ids[i:i + per_batch], max_new_tokens=MAX_NEW_TOKENS, temperature=temperature,
-                         num_samples=num_samples, seed=seed + i, stop_ids=tok.stop_ids)
-    return [tok.decode([t for t in o if t not in tok.stop_ids]) for o in outs]
-
-
 def evaluate_policy(model, tok, n=500, samples=16, seed=0) -> dict:
     problems = eval_problems(n)
     rng = random.Random(seed)
@@ -150,13 +139,15 @@ def evaluate_policy(model, tok, n=500, samples=16, seed=0) -> dict:
     def accuracy(completions):
         return sum(world.is_correct(c, p.answer) for c, p in zip(completions, problems)) / n
 
-    greedy = solve(model, tok, [world.problem_prompt(t) for t in texts])
-    sampled = solve(model, tok, [world.problem_prompt(t) for t in texts], temperature=1.0,
-                    num_samples=samples, seed=seed)
+    greedy = chat_complete(model, tok, [world.problem_prompt(t) for t in texts], max_new_tokens=MAX_NEW_TOKENS)
+    sampled = chat_complete(model, tok, [world.problem_prompt(t) for t in texts], temperature=1.0,
+                            num_samples=samples, seed=seed, max_new_tokens=MAX_NEW_TOKENS)
     pass_at = sum(any(world.is_correct(c, p.answer) for c in sampled[i * samples:(i + 1) * samples])
                   for i, p in enumerate(problems)) / n
-    right_plan = solve(model, tok, [world.template_prompt(t, world.problem_template(p)) for t, p in zip(texts, problems)])
-    wrong_plan = solve(model, tok, [world.template_prompt(t, world.wrong_template(p, rng)) for t, p in zip(texts, problems)])
+    right_plan = chat_complete(model, tok, [world.template_prompt(t, world.problem_template(p))
+                                            for t, p in zip(texts, problems)], max_new_tokens=MAX_NEW_TOKENS)
+    wrong_plan = chat_complete(model, tok, [world.template_prompt(t, world.wrong_template(p, rng))
+                                            for t, p in zip(texts, problems)], max_new_tokens=MAX_NEW_TOKENS)
     return {
         "problems": n,
         "greedy_accuracy": accuracy(greedy),
@@ -190,7 +181,6 @@ def main(argv=None):
     elif args.what == "tiny-policy":
         build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick)
     else:
-        from .checkpoint import load_model
         path = resolve_path(args.model)
         res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
         for k, v in res.items():

@@ -261,3 +261,21 @@ def test_linear_cross_entropy_bad_reduction():
     h, w, y = _lm(3, 2, 4)
     with pytest.raises(RfprmError, match="reduction"):
         K.linear_cross_entropy(h, w, y, reduction="avg")
+
+
+# ----------------------------------------------------------------------------- the bench script
+def test_bench_script_runs_tiny(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_logprobs_memory.py"
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(script), "--rows", "16", "--hidden", "8",
+                          "--vocab", "300", "--json", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    table = json.loads(out.read_text())
+    assert table["fused"]["peak_mb"] > 0 and table["max_abs_diff"]["logprobs"] < 1e-4
+    bad = subprocess.run([sys.executable, str(script), "--rows", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
