@@ -171,11 +171,13 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=500, help="eval-policy: fresh problems")
     ap.add_argument("--samples", type=int, default=16, help="eval-policy: samples per problem for pass@k")
     ap.add_argument("--json", help="eval-policy: write the figures here")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
     args = ap.parse_args(argv)
     if args.seed < 0 or args.steps < 1 or args.n < 1 or args.samples < 1:
         raise RfprmError("--seed must be >= 0 and --steps, --n, --samples >= 1")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.what == "tiny-base":
         build_tiny_base(args.out, args.seed, args.steps, args.quick)
     elif args.what == "tiny-policy":
