@@ -12,6 +12,7 @@ from .tokenizer import Tokenizer, load_tokenizer
 from .config import ModelConfig, preset
 from .errors import RfprmError
 from .model import KVCache, Qwen2ForCausalLM, Qwen2Model
+from .prm import PRM, PRMScore, load_prm
 
 __all__ = ["load_model", "save_model", "resolve_path", "generate", "load_tokenizer", "Tokenizer", "ModelConfig", "preset", "RfprmError",
-           "KVCache", "Qwen2ForCausalLM", "Qwen2Model"]
+           "KVCache", "Qwen2ForCausalLM", "Qwen2Model", "PRM", "PRMScore", "load_prm"]
