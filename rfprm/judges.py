@@ -88,3 +88,41 @@ class LLMJudge:
 
     def __call__(self, problem: str, previous_steps: list[str], step: str, response: str = "") -> float:
         return self.score_traces([(problem, [*previous_steps, step], response)])[0][-1]
+
+
+TEMPLATE_PROMPT = """\
+Below are a problem, a worked solution's reasoning and its final response. Write the \
+high-level solution template they follow: the sequence of steps or methods, in a few short \
+lines, general enough to guide a fresh attempt, without any of the specific numbers or the \
+answer.
+
+Problem:
+{problem}
+
+Reasoning:
+{trajectory}
+
+Final response:
+{response}
+
+Template:"""
+
+
+class LLMTemplateExtractor:
+    """The paper's expert template extractor, played by a local instruct model (greedy)."""
+
+    def __init__(self, model, tok, max_new_tokens: int = 128, batch_size: int = 16):
+        self.model, self.tok = model, tok
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def __call__(self, problem: str, trajectory: str, response: str) -> str:
+        from .generate import chat_complete
+        prompt = TEMPLATE_PROMPT.format(problem=problem.strip(), trajectory=trajectory.strip(),
+                                        response=response.strip())
+        return chat_complete(self.model, self.tok, [prompt], max_new_tokens=self.max_new_tokens)[0].strip()
+
+
+def guided_prompt(problem: str, template: str) -> str:
+    """The user message for a template-guided rollout on real data."""
+    return (f"{problem.strip()}\n\nSolve the problem following this solution template, and put "
+            f"your final answer within \\boxed{{}}.\nTemplate:\n{template.strip()}")

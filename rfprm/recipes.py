@@ -64,7 +64,7 @@ def answer_line(op, boxed=True) -> str:
 def base_examples(tok, n: int, seed: int):
     """Arithmetic facts as one-step problems, and multi-step problems answered directly."""
     rng = random.Random(seed)
-    problems = world.make_problems(n, seed)
+    problems = world.make_problems(n, seed, exclude=held_out_texts())
     examples = []
     for p in problems:
         for op in p.ops:  # every step of every problem, asked on its own
@@ -86,8 +86,20 @@ def policy_examples(tok, n: int, seed: int, exclude=frozenset()):
     return examples
 
 
-def eval_problems(n: int, seed: int = 12345):
-    return world.make_problems(n, seed)
+EVAL_SEED = 12345
+EVAL_RESERVE = 2000  # problems of EVAL_SEED reserved for evaluation: no training set contains them
+
+
+def eval_problems(n: int):
+    """The first n of the reserved evaluation problems (n <= EVAL_RESERVE)."""
+    if n > EVAL_RESERVE:
+        raise RfprmError(f"at most {EVAL_RESERVE} reserved evaluation problems, asked for {n}")
+    return world.make_problems(EVAL_RESERVE, EVAL_SEED)[:n]
+
+
+def held_out_texts() -> frozenset[str]:
+    """Texts every training set of the world excludes (checkpoints, PRM traces, selection pools)."""
+    return frozenset(p.text for p in world.make_problems(EVAL_RESERVE, EVAL_SEED))
 
 
 def _recipe_out(name: str, out: str | None) -> Path:
@@ -97,25 +109,26 @@ def _recipe_out(name: str, out: str | None) -> Path:
 def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
     tok = build_tokenizer(seed)
     model = new_model(tok, seed)
-    steps = 30 if quick else steps
+    steps = 20 if quick else steps
     examples = base_examples(tok, 200 if quick else 20000, seed)
     cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1)
-    train_sft(model, examples, cfg, batch_size=64, seed=seed, pad_id=tok.pad_id, desc="tiny-base")
+    history = train_sft(model, examples, cfg, batch_size=16 if quick else 64, seed=seed, pad_id=tok.pad_id,
+                        desc="tiny-base")
     return _save(model, tok, _recipe_out("tiny-base", out),
-                 f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}")
+                 f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}"), history
 
 
 def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False):
     base_dir = resolve_path(base)
     tok = load_tokenizer(base_dir)
     model = load_model(base_dir)
-    steps = 30 if quick else steps
-    held_out = {p.text for p in eval_problems(500)}
-    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out)
+    steps = 20 if quick else steps
+    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out_texts())
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
-    train_sft(model, examples, cfg, batch_size=32, seed=seed, pad_id=tok.pad_id, desc="tiny-policy")
+    history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
+                        desc="tiny-policy")
     return _save(model, tok, _recipe_out("tiny-policy", out),
-                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps}")
+                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps}"), history
 
 
 def _save(model, tok, out: Path, command: str) -> Path:

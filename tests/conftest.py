@@ -37,3 +37,14 @@ def hf_qwen2(tmp_path):
         out = tmp_path / f"hf_{len(list(tmp_path.iterdir()))}"
         return out, make_hf_qwen2(out, **kw)
     return make
+
+
+@pytest.fixture(scope="session")
+def quick_policy(tmp_path_factory):
+    """A miniature tiny-policy (a few SFT steps on the world's tokenizer): shapes and formats of
+    the shipped one, numbers meaningless. Built once per test session."""
+    from rfprm.recipes import build_tiny_base, build_tiny_policy
+    root = tmp_path_factory.mktemp("quick_ckpts")
+    base, _ = build_tiny_base(out=root / "base", quick=True)
+    policy, _ = build_tiny_policy(base=base, out=root / "policy", quick=True)
+    return policy

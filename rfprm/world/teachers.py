@@ -252,10 +252,12 @@ def teacher_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def make_traces(n: int, seed: int, mix: dict[str, float] = DEFAULT_MIX) -> list[dict]:
-    """A pool of n trace records over n distinct problems, a pure function of (n, seed, mix).
-    Keys: problem, trajectory, response, answer, teacher, first_error."""
-    problems = make_problems(n, seed)
+def make_traces(n: int, seed: int, mix: dict[str, float] = DEFAULT_MIX,
+                exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+    """A pool of n trace records over n distinct problems (none of whose texts is in `exclude`),
+    a pure function of (n, seed, mix, exclude). Keys: problem, trajectory, response, answer,
+    teacher, first_error."""
+    problems = make_problems(n, seed, exclude=exclude)
     rng = random.Random(f"traces:{seed}")
     teachers = [k for k, c in teacher_counts(n, mix).items() for _ in range(c)]
     rng.shuffle(teachers)

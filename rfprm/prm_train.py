@@ -1,0 +1,129 @@
+"""Training and evaluating a PRM: the library side of train_prm.py.
+
+The pipeline (method.md, "Training objective"):
+1. traces -> labels: fused step rewards and the template-guided trajectory reward
+   (`rfprm.labels`), computed once and written to JSONL so they can be inspected;
+2. a PRM initialised from a causal LM's backbone (the paper starts from an instruct model)
+   with a fresh step head, trained on L = λ_step·MSE(steps) + λ_final·MSE(trajectory);
+3. its threshold chosen on a validation split (best first-error F1) and stored with it;
+4. evaluation on held-out traces: ProcessBench-style F1, step AUC, totals per teacher.
+
+Baselines trained the same way, on the same traces and budget:
+- outcome-only reward model: every step's target and the trajectory's are the final answer's
+  correctness (0/1), i.e. outcome supervision spread over the steps;
+- step-only ablation: λ_final = 0 (no trajectory term).
+
+Notable choice: an optional auxiliary language-model loss (`lm_aux`, on the PRM input's tokens
+of traces whose every step the quality judge passed) keeps the backbone's knowledge of sound
+steps while the head learns to verify; the planning notes in the issue found it decisive for
+tiny models. It needs tied embeddings (the PRM keeps no lm_head): tiny models have them.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import RfprmError
+from .evaluate import by_group, choose_threshold, evaluate_scores
+from .kernels import linear_cross_entropy
+from .prm import PRM, prm_loss
+from .prm_layout import collate, prm_examples
+from .trainer import TrainConfig, train
+
+EVAL_ONLY_FIELDS = ("teacher", "first_error")
+
+
+@dataclass
+class PRMTrainSpec:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 30
+    lambda_step: float = 1.0
+    lambda_final: float = 1.0
+    lm_aux: float = 0.5           # weight of the auxiliary LM loss (0 = off)
+    seed: int = 0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    ckpt_every: int = 100
+
+
+def hide_eval_fields(records: list[dict]) -> list[dict]:
+    """Copies without the evaluation-only fields: no scorer may read the teacher or first_error."""
+    return [{k: v for k, v in r.items() if k not in EVAL_ONLY_FIELDS} for r in records]
+
+
+def outcome_targets(records: list[dict], is_correct) -> list[dict]:
+    """Outcome supervision: every step and the trajectory get the final answer's 0/1 correctness."""
+    out = []
+    for r in records:
+        c = float(is_correct(r["response"], r["answer"]))
+        n = len(r["step_rewards"]) if "step_rewards" in r else None
+        if n is None:
+            raise RfprmError("outcome targets need labelled records (step_rewards gives the step count)")
+        out.append({**r, "step_rewards": [c] * n, "trajectory_reward": c})
+    return out
+
+
+def _sound(record: dict) -> bool:
+    parts = record.get("label_parts") or {}
+    quality = parts.get("quality")
+    return bool(quality) and min(quality) >= 0.99
+
+
+def make_loss(spec: PRMTrainSpec):
+    """The training loss: prm_loss, plus the auxiliary LM term on the sound traces' tokens."""
+    def loss_fn(prm: PRM, item):
+        batch, rows_sound = item
+        loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final)
+        if spec.lm_aux > 0 and rows_sound.any():
+            ids = batch.input_ids[rows_sound].to(prm.device)
+            h = prm.model(ids)[:, :-1]                         # (b, T-1, H)
+            targets = ids[:, 1:].clone()
+            targets[targets == prm.tok.step_id] = -100         # markers are the head's, not the LM's
+            targets[targets == prm.tok.pad_id] = -100
+            lm = linear_cross_entropy(h.reshape(-1, h.shape[-1]), prm.model.embed_tokens.weight,
+                                      targets.reshape(-1))
+            loss = loss + spec.lm_aux * lm
+            metrics["lm"] = lm.item()
+        return loss, metrics
+    return loss_fn
+
+
+def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layout: str = "rfprm",
+                    out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM") -> PRM:
+    """A step-head PRM from `init_lm`'s backbone, trained on labelled trace records."""
+    torch.manual_seed(spec.seed)
+    prm = PRM.from_lm(init_lm, tok, layout=layout)
+    examples = prm_examples(prm.tok, labelled, layout, prm.max_len, prm.response_as_step)
+    sound = [_sound(r) for r in labelled]
+    if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
+        raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")
+    pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
+
+    def batch_at(step: int, micro: int):
+        rng = random.Random(spec.seed * 1_000_003 + step * 101 + micro)
+        idx = [rng.randrange(len(examples)) for _ in range(spec.batch_size)]
+        return collate([examples[i] for i in idx], pad), torch.tensor([sound[i] for i in idx])
+
+    cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
+                      ckpt_every=spec.ckpt_every, bf16=spec.bf16,
+                      gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
+    train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc)
+    return prm.eval()
+
+
+def evaluate_prm(prm: PRM, val: list[dict], test: list[dict], batch_size: int = 32) -> dict:
+    """Choose prm.threshold on `val` (best first-error F1), then measure on `test`.
+    Both need `first_error`; totals per teacher are reported when `teacher` is present."""
+    val_scores = prm.score_batch(val, batch_size=batch_size)
+    prm.threshold = choose_threshold([s.steps for s in val_scores], [r["first_error"] for r in val])
+    test_scores = prm.score_batch(test, batch_size=batch_size)
+    result = evaluate_scores([s.steps for s in test_scores], [r["first_error"] for r in test], prm.threshold)
+    if all("teacher" in r for r in test):
+        result["total_by_teacher"] = by_group([s.total for s in test_scores], [r["teacher"] for r in test])
+    return result
+

@@ -1,0 +1,35 @@
+"""The recipes that build the shipped checkpoints, in miniature: the loss falls, the result
+loads through the public API and answers in the chat format; bad flags fail cleanly."""
+import subprocess
+import sys
+
+import rfprm
+from rfprm import world
+from rfprm.generate import chat_complete, default_stop_ids
+from rfprm.recipes import build_tiny_base, build_tiny_policy, eval_problems, held_out_texts
+
+
+def test_miniature_base_and_policy(tmp_path):
+    base_dir, base_hist = build_tiny_base(out=tmp_path / "base", quick=True)
+    assert base_hist[-1]["loss"] < base_hist[0]["loss"]
+    policy_dir, pol_hist = build_tiny_policy(base=base_dir, out=tmp_path / "policy", quick=True)
+    assert pol_hist[-1]["loss"] < pol_hist[0]["loss"]
+    model, tok = rfprm.load_model(policy_dir), rfprm.load_tokenizer(policy_dir)
+    assert model.vocab_limit == tok.vocab_size <= model.cfg.vocab_size
+    assert set(tok.stop_ids) <= set(default_stop_ids(model))
+    out = chat_complete(model, tok, ["Compute 3 + 4."], max_new_tokens=8)
+    assert isinstance(out[0], str)
+    assert (policy_dir / "README.md").read_text().count("python -m rfprm.recipes tiny-policy") == 1
+
+
+def test_evaluation_problems_are_held_out():
+    held = held_out_texts()
+    assert {p.text for p in eval_problems(500)} <= held
+    assert not held & {p.text for p in world.make_problems(3000, 0, exclude=held)}
+
+
+def test_bad_flags_exit_cleanly(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "rfprm.recipes", "tiny-base", "--steps", "0",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()

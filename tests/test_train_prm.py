@@ -1,0 +1,72 @@
+"""train_prm.py end to end in miniature, the evaluation metrics, and bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rfprm
+from rfprm.evaluate import choose_threshold, first_below, processbench_f1, step_auc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_processbench_f1_by_hand():
+    r = processbench_f1(predicted=[1, 2, -1, -1, 0], truth=[1, 0, -1, -1, -1])
+    assert r["flawed_acc"] == 50.0 and r["flawless_acc"] == pytest.approx(200 / 3)
+    assert r["f1"] == pytest.approx(2 * 50 * (200 / 3) / (50 + 200 / 3))
+    assert first_below([0.9, 0.4, 0.1], 0.5) == 1 and first_below([0.9], 0.5) == -1
+
+
+def test_step_auc_and_threshold():
+    scores = [[0.9, 0.8, 0.2], [0.7, 0.6], [0.95, 0.3, 0.9]]
+    errors = [2, -1, 1]
+    assert step_auc(scores, errors) == 1.0           # every sound step above every first error
+    th = choose_threshold(scores, errors)
+    assert 0.3 < th < 0.6                            # separates the errors from the sound steps
+    assert processbench_f1([first_below(s, th) for s in scores], errors)["f1"] == 100.0
+    assert step_auc([[0.2, 0.9]], [1]) == 0.0
+
+
+def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
+    out, work = tmp_path / "prm", tmp_path / "work"
+    res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
+                          "--out", str(out), "--work", str(work), "--json", str(tmp_path / "r.json"),
+                          "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert set(table) == {"reasonflux", "step-only (λ_final=0)", "outcome RM"}
+    for r in table.values():
+        assert 0 <= r["f1"] <= 100 and 0 <= r["threshold"] <= 1
+    prm = rfprm.load_prm(out)
+    assert prm.threshold == pytest.approx(table["reasonflux"]["threshold"])
+    labels = [json.loads(line) for line in (work / "labels_train.jsonl").read_text().splitlines()]
+    assert all("teacher" not in r and "first_error" not in r for r in labels)  # hidden from scorers
+    assert all(len(r["step_rewards"]) == len(r["trajectory"].split("\n\n")) for r in labels)
+    s = prm.score("Compute 3 + 4 * 2.", "First, 4 * 2 = 8.\n\nThen 3 + 8 = 11.",
+                  "4 * 2 gives 8.\n\n3 + 8 gives 11, so the answer is \\boxed{11}")
+    assert len(s.steps) == 2 and 0 <= s.trajectory <= 1
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--seed", "-1"], "--seed"),
+    (["--model", "/nonexistent"], "no such directory"),
+    (["--resume"], "--resume needs"),
+])
+def test_bad_flags(flags, match, tmp_path):
+    res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert match in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_data_file_is_named(quick_policy, tmp_path):
+    data = tmp_path / "traces.jsonl"
+    data.write_text('{"problem": "Compute 1 + 2.", "trajectory": "1 + 2 = 3.", "response": "3"}\n'
+                    '{"problem": "Compute 2 + 2.", "trajectory": "", "response": "4"}\n')
+    res = subprocess.run([sys.executable, "train_prm.py", "--model", str(quick_policy), "--data", str(data),
+                          "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and f"{data}:2" in res.stderr and "trajectory" in res.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,186 @@
+"""Train a ReasonFlux-PRM: label traces, train the PRM, choose its threshold, evaluate it.
+
+With no arguments it runs on the built-in world (CPU, minutes): a pool of teacher traces is
+labelled (fused step rewards + template-guided trajectory reward from `tiny-policy`), a PRM is
+trained from tiny-policy's weights, and it is compared on held-out traces with an outcome-only
+reward model and a step-only ablation (λ_final = 0). Results go to a new directory under runs/.
+
+    python train_prm.py                                   # the built-in world
+    python train_prm.py --quick                           # a one-minute version
+    python train_prm.py --out rfprm/checkpoints/tiny-prm  # rebuild the shipped tiny-prm
+    python train_prm.py --model DIR --data traces.jsonl   # real checkpoints and data
+
+With --data, traces that carry `step_rewards` are used as they are; others are labelled with
+--judge (a local instruct model, default --model) as the quality judge and --policy (default
+--model) for the template-guided rollouts. Evaluation needs `first_error` in --test-data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from rfprm import world
+from rfprm.checkpoint import load_model
+from rfprm.data import read_records, write_records
+from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
+from rfprm.paths import resolve_path
+from rfprm.prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
+from rfprm.tokenizer import load_tokenizer
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny-policy", help="LM whose backbone starts the PRM (dir or shipped name)")
+    ap.add_argument("--policy", help="policy for template-guided rollouts (default: --model)")
+    ap.add_argument("--judge", help="--data only: local instruct model rating steps (default: --model)")
+    ap.add_argument("--data", help="JSONL traces to train on (default: the built-in world)")
+    ap.add_argument("--val-data", help="JSONL traces with first_error, for the threshold")
+    ap.add_argument("--test-data", help="JSONL traces with first_error, for the evaluation")
+    ap.add_argument("--fields", help="map field names: problem=question,trajectory=...")
+    ap.add_argument("--skip-bad", action="store_true", help="skip malformed lines (counted) instead of stopping")
+    ap.add_argument("--out", help="the trained PRM's checkpoint directory (default: runs/train_prm-<time>/prm)")
+    ap.add_argument("--work", help="labels, baselines and training state (default: the --out's run dir, "
+                                   "or runs/<out name>-work for an explicit --out)")
+    ap.add_argument("--json", help="write the evaluation table here")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run (same --out / --work)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
+    ap.add_argument("--n-train", type=int, default=1000, help="world: training traces")
+    ap.add_argument("--n-val", type=int, default=200, help="world: validation traces (threshold)")
+    ap.add_argument("--n-test", type=int, default=400, help="world: held-out test traces")
+    ap.add_argument("--rollouts", type=int, default=4, help="guided answers per trace for the trajectory reward")
+    ap.add_argument("--steps", type=int, default=600, help="optimizer steps per PRM")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lambda-step", type=float, default=1.0)
+    ap.add_argument("--lambda-final", type=float, default=1.0)
+    ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
+    ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the outcome RM and step-only ablation")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise RfprmError(f"--seed must be >= 0, got {args.seed}")
+    if args.quick:
+        args.n_train, args.n_val, args.n_test = 48, 24, 24
+        args.rollouts, args.steps = 2, 8
+    return args
+
+
+def world_splits(args) -> tuple[list[dict], list[dict], list[dict]]:
+    from rfprm.recipes import held_out_texts
+    used = set(held_out_texts())
+    splits = []
+    for k, n in enumerate((args.n_train, args.n_val, args.n_test)):
+        recs = world.make_traces(n, args.seed * 10 + k, exclude=frozenset(used))
+        used |= {r["problem"] for r in recs}
+        splits.append(recs)
+    return tuple(splits)
+
+
+def label(records, args, device, work: Path, name: str):
+    """Fused step labels + trajectory reward, computed once per work directory."""
+    path = work / f"labels_{name}.jsonl"
+    if args.resume and path.exists():
+        return read_records(path, "labelled")
+    if args.data:
+        from rfprm.encoders import NgramEncoder
+        from rfprm.judges import LLMJudge
+        from rfprm.labels import label_records, policy_rollout
+        judge_dir = resolve_path(args.judge or args.model)
+        policy_dir = resolve_path(args.policy or args.model)
+        judge = LLMJudge(load_model(judge_dir, device=device), load_tokenizer(judge_dir))
+        policy, ptok = load_model(policy_dir, device=device), load_tokenizer(policy_dir)
+        from rfprm.judges import LLMTemplateExtractor, guided_prompt
+        labelled = label_records(records, judge=judge, encoder=NgramEncoder(),
+                                 rollout=policy_rollout(policy, ptok, seed=args.seed, progress=True),
+                                 extract_template=LLMTemplateExtractor(policy, ptok),
+                                 template_prompt=guided_prompt, is_correct=world.is_correct,
+                                 n_rollouts=args.rollouts, seed=args.seed)
+    else:
+        from rfprm.labels import world_labeller
+        policy_dir = resolve_path(args.policy or args.model)
+        labeller = world_labeller(load_model(policy_dir, device=device), load_tokenizer(policy_dir),
+                                  n_rollouts=args.rollouts, seed=args.seed)
+        labelled = labeller(hide_eval_fields(records))
+    write_records(path, labelled)
+    return labelled
+
+
+def print_table(results: dict):
+    print(f"\n{'model':<22}{'F1':>7}{'flawed':>8}{'flawless':>10}{'AUC':>7}{'threshold':>11}")
+    for name, r in results.items():
+        print(f"{name:<22}{r['f1']:>7.1f}{r['flawed_acc']:>8.1f}{r['flawless_acc']:>10.1f}"
+              f"{r['auc']:>7.1f}{r['threshold']:>11.3f}")
+    main = next(iter(results.values()))
+    if "total_by_teacher" in main:
+        print(f"\ntotal score (mean step + α·trajectory) by teacher, {next(iter(results))}:")
+        for teacher, s in main["total_by_teacher"].items():
+            print(f"  {teacher:<12}{s['mean']:.3f} ± {s['std']:.3f}  (n={s['n']})")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.resume and not (args.out or args.work):
+        raise RfprmError("--resume needs the --out (or --work) of the run to continue")
+    if args.out:
+        out = Path(args.out)
+        work = Path(args.work) if args.work else Path("runs") / f"{out.name}-work"
+    else:
+        work = Path(args.work) if args.work else Path("runs") / f"train_prm-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = work / "prm"
+    check_writable(out)
+    check_writable(work / "x")
+    if args.json:
+        check_writable(args.json)
+    t0 = time.time()
+    init_dir = resolve_path(args.model)
+    tok = load_tokenizer(init_dir)
+    lm = load_model(init_dir, device=args.device)
+    if args.data:
+        train = read_records(args.data, "trace", args.fields, args.skip_bad)
+        val = read_records(args.val_data, "trace", args.fields, args.skip_bad) if args.val_data else []
+        test = read_records(args.test_data, "trace", args.fields, args.skip_bad) if args.test_data else []
+    else:
+        train, val, test = world_splits(args)
+    work.mkdir(parents=True, exist_ok=True)
+    labelled = train if all("step_rewards" in r and "trajectory_reward" in r for r in train) \
+        else label(train, args, args.device, work, "train")
+    spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux,
+                        bf16=args.device.startswith("cuda"))
+    runs = {"reasonflux": (labelled, spec)}
+    if not args.no_baselines:
+        runs["step-only (λ_final=0)"] = (labelled, PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0}))
+        runs["outcome RM"] = (outcome_targets(labelled, world.is_correct), spec)
+    results, main_prm = {}, None
+    for i, (name, (records, s)) in enumerate(runs.items()):
+        run_dir = work / f"run_{i}"
+        prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
+                              resume=args.resume and (run_dir / "train_state").exists(), desc=name)
+        if val and test:
+            results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
+        prm.save(out if i == 0 else work / f"baseline_{i}")
+        main_prm = main_prm or prm
+    if results:
+        print_table(results)
+    print(f"\nPRM written to {out} ({main_prm.describe()})\nlabels, baselines and state in {work}; "
+          f"{time.time() - t0:.0f} s in all")
+    table = {"results": results, "args": vars(args), "seconds": time.time() - t0}
+    for path in [work / "eval.json"] + ([Path(args.json)] if args.json else []):
+        with atomic_file(path) as f:
+            json.dump(table, f, indent=2)
+
+
+if __name__ == "__main__":
+    cli_main(main)
