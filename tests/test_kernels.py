@@ -60,6 +60,14 @@ def test_rms_norm_matches_reference_float64(shape):
     _assert_same(lambda a, b: K.rms_norm(a, b, 1e-6), lambda a, b: K.rms_norm_ref(a, b, 1e-6), [x, w])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_rms_norm_inference_path_matches_reference(dtype):
+    x, w = _rand(3, 5, 32, dtype=dtype), _rand(32, dtype=dtype, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(K.rms_norm(x, w, 1e-6), K.rms_norm_ref(x, w, 1e-6),
+                                   atol=1e-6 if dtype != torch.bfloat16 else 0, rtol=1e-6 if dtype != torch.bfloat16 else 0)
+
+
 def test_rms_norm_gradcheck_and_frozen_weight():
     x, w = _rand(2, 3, 6), _rand(6, seed=1)
     assert torch.autograd.gradcheck(lambda a, b: K.rms_norm(a, b, 1e-5), (x, w))
