@@ -52,13 +52,14 @@ def _check_args(model, prompts, max_new_tokens, temperature, top_p, top_k, num_s
             raise RfprmError(f"generate: prompts[{i}] has token id {bad[0]} outside [0, {vocab})")
 
 
-def sample(logits, temperature: float, top_p: float, top_k: int, generator):
-    """logits (B, V) float32 -> (tokens (B,), log-probs (B,) under logits/temperature)."""
+def sample(logits, temperature: float, top_p: float, top_k: int, generator, want_logprobs: bool = True):
+    """logits (B, V) float32 -> (tokens (B,), log-probs (B,) under logits/temperature, or None)."""
     if temperature == 0.0:
         tokens = logits.argmax(-1)
+        if not want_logprobs:
+            return tokens, None
         return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
     logits = logits / temperature
-    logprobs = torch.log_softmax(logits, -1)
     filtered = logits
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -71,7 +72,9 @@ def sample(logits, temperature: float, top_p: float, top_k: int, generator):
         filtered = torch.full_like(filtered, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(filtered, -1)
     tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
-    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+    if not want_logprobs:
+        return tokens, None
+    return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
 
 
 def default_stop_ids(model) -> list[int]:
@@ -125,9 +128,10 @@ def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0,
     out_logprobs = torch.zeros(B, max_new, dtype=torch.float32, device=device)
     n_new = torch.full((B,), max_new, dtype=torch.long, device=device)
     for step in tqdm(range(max_new), disable=not progress, desc="generate", leave=False):
-        tokens, logprobs = sample(logits, temperature, top_p, top_k, generator)
+        tokens, logprobs = sample(logits, temperature, top_p, top_k, generator, return_logprobs)
         out_tokens[rows, step] = tokens
-        out_logprobs[rows, step] = logprobs
+        if return_logprobs:
+            out_logprobs[rows, step] = logprobs
         finished = torch.isin(tokens, stop)
         if finished.any():
             n_new[rows[finished]] = step + 1

@@ -72,15 +72,32 @@ class KVCache:
         self.length = 0  # slots filled so far (the same for every row: batches are left-padded)
 
     @property
+    def k(self) -> torch.Tensor:
+        return self._k
+
+    @k.setter
+    def k(self, value: torch.Tensor):  # per-layer views, taken once: the decode loop is hot
+        self._k, self._k_layers = value, value.unbind(0)
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self._v
+
+    @v.setter
+    def v(self, value: torch.Tensor):
+        self._v, self._v_layers = value, value.unbind(0)
+
+    @property
     def max_len(self) -> int:
         return self.k.shape[3]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, n_kv, T, hs) after the filled slots; return all keys/values so far."""
-        start, end = self.length, self.length + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        start, T = self.length, k.shape[2]
+        k_all, v_all = self._k_layers[layer], self._v_layers[layer]
+        k_all.narrow(2, start, T).copy_(k)
+        v_all.narrow(2, start, T).copy_(v)
+        return k_all.narrow(2, 0, start + T), v_all.narrow(2, 0, start + T)
 
     def repeat_interleave(self, n: int) -> "KVCache":
         """Copy each row's cache n times (prefill a prompt once, then sample n continuations)."""
@@ -122,7 +139,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)    # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # one rotation call for the query and key heads together (half the dispatches in decode)
+        q, k = apply_rope(torch.cat((q, k), dim=1), cos, sin).split((self.n_head, self.n_kv), dim=1)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)                              # (B, nkv, S, hs)
         if self.use_sdpa:
