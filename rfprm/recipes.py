@@ -74,13 +74,13 @@ def base_examples(tok, n: int, seed: int):
     return examples
 
 
-def policy_examples(tok, n: int, seed: int, exclude=frozenset()):
+def policy_examples(tok, n: int, seed: int, exclude=frozenset(), template_share: float = TEMPLATE_SHARE):
     rng = random.Random(seed)
     examples = []
     for p in world.make_problems(n, seed, exclude=exclude):
         trace = world.TEACHERS["clean"](p, rng)
         prompt = world.problem_prompt(p.text)
-        if rng.random() < TEMPLATE_SHARE:
+        if rng.random() < template_share:
             prompt = world.template_prompt(p.text, world.problem_template(p))
         examples.append(chat_example(tok, prompt, world.format_trace(trace.trajectory, trace.response)))
     return examples
@@ -118,17 +118,20 @@ def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
                  f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}"), history
 
 
-def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False):
+def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False,
+                      template_share: float = TEMPLATE_SHARE):
     base_dir = resolve_path(base)
     tok = load_tokenizer(base_dir)
     model = load_model(base_dir)
     steps = 20 if quick else steps
-    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out_texts())
+    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out_texts(),
+                               template_share=template_share)
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
     history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
                         desc="tiny-policy")
     return _save(model, tok, _recipe_out("tiny-policy", out),
-                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps}"), history
+                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
+                 f"--template-share {template_share}"), history
 
 
 def _save(model, tok, out: Path, command: str) -> Path:
@@ -184,6 +187,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=500, help="eval-policy: fresh problems")
     ap.add_argument("--samples", type=int, default=16, help="eval-policy: samples per problem for pass@k")
     ap.add_argument("--json", help="eval-policy: write the figures here")
+    ap.add_argument("--template-share", type=float, default=TEMPLATE_SHARE,
+                    help="tiny-policy: share of training prompts that carry the true plan")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
     args = ap.parse_args(argv)
@@ -194,7 +199,7 @@ def main(argv=None):
     if args.what == "tiny-base":
         build_tiny_base(args.out, args.seed, args.steps, args.quick)
     elif args.what == "tiny-policy":
-        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick)
+        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick, args.template_share)
     else:
         path = resolve_path(args.model)
         res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
