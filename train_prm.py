@@ -1,11 +1,16 @@
 """Train a ReasonFlux-PRM: label traces, train the PRM, choose its threshold, evaluate it.
 
-With no arguments it runs on the built-in world (CPU, minutes): a pool of teacher traces is
+With no arguments it runs on the built-in world on the CPU: a pool of teacher traces is
 labelled (fused step rewards + template-guided trajectory reward from `tiny-policy`), a PRM is
-trained from tiny-policy's weights, and it is compared on held-out traces with an outcome-only
-reward model and a step-only ablation (λ_final = 0). Results go to a new directory under runs/.
+trained from tiny-policy's weights, its threshold is chosen on validation traces, and it is
+evaluated on held-out traces. `--variants` adds the baselines trained the same way: an
+outcome-only reward model and the step-only ablation (λ_final = 0). Results go to a new
+directory under runs/. A tiny PRM needs about 1,500 steps before it starts to verify
+arithmetic (the loss sits at the label variance until then), so one variant takes about 15
+minutes on one CPU thread.
 
-    python train_prm.py                                   # the built-in world
+    python train_prm.py                                   # the built-in world, the PRM alone
+    python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
     python train_prm.py --quick                           # a one-minute version
     python train_prm.py --out rfprm/checkpoints/tiny-prm  # rebuild the shipped tiny-prm
     python train_prm.py --model DIR --data traces.jsonl   # real checkpoints and data
@@ -54,14 +59,16 @@ def parse_args(argv=None):
     ap.add_argument("--n-val", type=int, default=200, help="world: validation traces (threshold)")
     ap.add_argument("--n-test", type=int, default=400, help="world: held-out test traces")
     ap.add_argument("--rollouts", type=int, default=4, help="guided answers per trace for the trajectory reward")
-    ap.add_argument("--steps", type=int, default=600, help="optimizer steps per PRM")
+    ap.add_argument("--steps", type=int, default=2000, help="optimizer steps per PRM")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lambda-step", type=float, default=1.0)
     ap.add_argument("--lambda-final", type=float, default=1.0)
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the outcome RM and step-only ablation")
+    ap.add_argument("--variants", default="reasonflux",
+                    help="which PRMs to train, in order (the first is the --out checkpoint): reasonflux "
+                         "(the method), step-only (λ_final = 0), outcome (outcome-only RM)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
     for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size"):
@@ -69,6 +76,11 @@ def parse_args(argv=None):
             raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in ("reasonflux", "step-only", "outcome")]
+    if unknown or not args.variants or len(set(args.variants)) != len(args.variants):
+        raise RfprmError(f"--variants: expected distinct names from reasonflux, step-only, outcome; "
+                         f"got {','.join(args.variants) or 'nothing'}")
     if args.quick:
         args.n_train, args.n_val, args.n_test = 48, 24, 24
         args.rollouts, args.steps = 2, 8
@@ -116,9 +128,9 @@ def label(records, args, device, work: Path, name: str):
 
 
 def print_table(results: dict):
-    print(f"\n{'model':<22}{'F1':>7}{'flawed':>8}{'flawless':>10}{'AUC':>7}{'threshold':>11}")
+    print(f"\n{'model':<14}{'F1':>7}{'flawed':>8}{'flawless':>10}{'AUC':>7}{'threshold':>11}")
     for name, r in results.items():
-        print(f"{name:<22}{r['f1']:>7.1f}{r['flawed_acc']:>8.1f}{r['flawless_acc']:>10.1f}"
+        print(f"{name:<14}{r['f1']:>7.1f}{r['flawed_acc']:>8.1f}{r['flawless_acc']:>10.1f}"
               f"{r['auc']:>7.1f}{r['threshold']:>11.3f}")
     main = next(iter(results.values()))
     if "total_by_teacher" in main:
@@ -159,10 +171,10 @@ def main(argv=None):
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux,
                         bf16=args.device.startswith("cuda"))
-    runs = {"reasonflux": (labelled, spec)}
-    if not args.no_baselines:
-        runs["step-only (λ_final=0)"] = (labelled, PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0}))
-        runs["outcome RM"] = (outcome_targets(labelled, world.is_correct), spec)
+    variants = {"reasonflux": lambda: (labelled, spec),
+                "step-only": lambda: (labelled, PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0})),
+                "outcome": lambda: (outcome_targets(labelled, world.is_correct), spec)}
+    runs = {name: variants[name]() for name in args.variants}
     results, main_prm = {}, None
     for i, (name, (records, s)) in enumerate(runs.items()):
         run_dir = work / f"run_{i}"
