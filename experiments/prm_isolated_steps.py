@@ -1,0 +1,37 @@
+"""Diagnostic for issue #5: can a PRM started from tiny-policy learn to verify one-step traces?
+
+    python experiments/prm_isolated_steps.py STEPS LAYOUT      # e.g. 600 rfprm, 600 qwen
+
+20,000 one-step traces `a op b = c`, half with a slipped result, binary targets, no auxiliary
+LM loss. It prints first-error F1 / step AUC on held-out one-step traces and on the world's
+held-out multi-step traces. Founding session: 600 steps gave AUC 50.9 (rfprm layout) and 50.0
+(qwen layout): verification had not started. Not a test; a starting point for the next recipe.
+"""
+import sys, random, time, torch
+torch.set_num_threads(1)
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
+import rfprm, train_prm
+from rfprm import world
+from rfprm.world.teachers import slipped_values
+from rfprm.prm_train import PRMTrainSpec, train_prm_model, evaluate_prm
+from rfprm.recipes import held_out_texts
+steps = int(sys.argv[1]); layout = sys.argv[2]
+def iso(n, seed):
+    rng = random.Random(seed); out = []
+    for p in world.make_problems(n, seed, exclude=held_out_texts()):
+        op = p.ops[0]; good = rng.random() < 0.5
+        c = op.result if good else slipped_values(op.result, rng)[0]
+        out.append({"problem": f"Compute {op.a} {op.op} {op.b}.", "trajectory": f"First, {op.a} {op.op} {op.b} = {c}.",
+                    "response": f"{op.a} {op.op} {op.b} gives {c}, so the answer is \\boxed{{{c}}}",
+                    "answer": str(op.result), "step_rewards": [1.0 if good else 0.0], "trajectory_reward": 1.0 if good else 0.0,
+                    "first_error": -1 if good else 0})
+    return out
+train = iso(20000, 101); val = iso(300, 202); test = iso(300, 303)
+lm = rfprm.load_model('tiny-policy'); tok = rfprm.load_tokenizer('tiny-policy')
+t = time.time()
+prm = train_prm_model(lm, tok, train, PRMTrainSpec(steps=steps, batch_size=32, lr=1e-3, lm_aux=0.0, ckpt_every=0), layout)
+r = evaluate_prm(prm, val, test)
+print("isolated steps", layout, steps, {k: round(v, 1) for k, v in r.items() if isinstance(v, float)}, f"{time.time()-t:.0f}s", flush=True)
+args = train_prm.parse_args([]); _, tval, ttest = train_prm.world_splits(args)
+r2 = evaluate_prm(prm, tval, ttest)
+print("transfer to traces", {k: round(v, 1) for k, v in r2.items() if isinstance(v, float)}, flush=True)
