@@ -150,3 +150,20 @@ def test_bad_checkpoints_raise_one_clear_error(hf_qwen2, tmp_path):
     (path2 / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(RfprmError, match=r"model.safetensors: tensor model.embed_tokens.weight has shape \(96, 32\), expected \(100, 32\)"):
         rfprm.load_model(path2)
+
+
+def test_tokenizer_larger_than_embedding_is_refused(hf_qwen2):
+    from rfprm.recipes import build_tokenizer
+    path, _ = hf_qwen2(vocab=96)
+    build_tokenizer().save(path)          # ~320 ids for an embedding of 96 rows
+    with pytest.raises(RfprmError, match="does not match the embedding size"):
+        rfprm.load_model(path)
+
+
+def test_vocab_limit_comes_from_the_tokenizer(hf_qwen2):
+    from rfprm.recipes import build_tokenizer
+    tok = build_tokenizer()
+    path, _ = hf_qwen2(vocab=(tok.vocab_size + 63) // 64 * 64)
+    tok.save(path)
+    model = rfprm.load_model(path)
+    assert model.vocab_limit == tok.vocab_size < model.cfg.vocab_size
