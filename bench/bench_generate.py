@@ -92,7 +92,6 @@ def main():
                 print(f"{shape:<14}{batch:>6}{pre_ours * 1e3:>18.1f}{pre_hf * 1e3:>9.1f}"
                       f"{pre_hf / pre_ours:>7.2f}{tps_ours:>20.1f}{tps_hf:>9.1f}{tps_ours / tps_hf:>7.2f}",
                       flush=True)
-            del hf, ours
 
 
 if __name__ == "__main__":
