@@ -132,9 +132,10 @@ class PRM(nn.Module):
         h = self.model(input_ids)                              # (B, T, H)
         return self.step_head(h) if self.head == "step" else self.reward_head(h).squeeze(-1)
 
-    def read(self, batch: PRMBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (step scores (N,), trajectory scores (B,)), float32, with gradients when enabled."""
-        h = self.model(batch.input_ids)                        # (B, T, H)
+    def read(self, batch: PRMBatch, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (step scores (N,), trajectory scores (B,)), float32, with gradients when enabled.
+        `hidden`: the backbone's output for batch.input_ids, when the caller already has it."""
+        h = self.model(batch.input_ids) if hidden is None else hidden   # (B, T, H)
         B = h.shape[0]
         rows = torch.cat([batch.step_rows, torch.arange(B, device=h.device)])
         cols = torch.cat([batch.step_cols, batch.trajectory_cols])
@@ -232,13 +233,13 @@ def with_step_token(tok: Tokenizer, embedding_rows: int) -> Tokenizer:
 
 # ---- the loss ----
 def prm_loss(prm: PRM, batch: PRMBatch, lambda_step: float = 1.0,
-             lambda_final: float = 1.0) -> tuple[torch.Tensor, dict]:
+             lambda_final: float = 1.0, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """lambda_step * MSE(step scores, step_rewards) + lambda_final * MSE(trajectory score,
     trajectory_reward). The step term averages within each trace, then over traces, so long
     traces do not outweigh short ones (the paper's mean_t is per trace). Unlabelled targets
     (NaN) are left out; a term with no targets in the batch is zero. -> (loss, metrics)."""
     batch = batch.to(prm.device)
-    step_probs, traj_probs = prm.read(batch)
+    step_probs, traj_probs = prm.read(batch, hidden)
     B = batch.input_ids.shape[0]
     zero = step_probs.sum() * 0 + traj_probs.sum() * 0         # keeps the graph when a term is empty
     labelled = ~torch.isnan(batch.step_targets)

@@ -78,10 +78,13 @@ def make_loss(spec: PRMTrainSpec):
     """The training loss: prm_loss, plus the auxiliary LM term on the sound traces' tokens."""
     def loss_fn(prm: PRM, item):
         batch, rows_sound = item
-        loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final)
+        batch = batch.to(prm.device)
+        hidden = prm.model(batch.input_ids)                    # one forward for both terms
+        loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final, hidden)
         if spec.lm_aux > 0 and rows_sound.any():
-            ids = batch.input_ids[rows_sound].to(prm.device)
-            h = prm.model(ids)[:, :-1]                         # (b, T-1, H)
+            rows_sound = rows_sound.to(prm.device)
+            ids = batch.input_ids[rows_sound]
+            h = hidden[rows_sound][:, :-1]                     # (b, T-1, H)
             targets = ids[:, 1:].clone()
             targets[targets == prm.tok.step_id] = -100         # markers are the head's, not the LM's
             targets[targets == prm.tok.pad_id] = -100
@@ -94,7 +97,8 @@ def make_loss(spec: PRMTrainSpec):
 
 
 def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layout: str = "rfprm",
-                    out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM") -> PRM:
+                    out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM",
+                    callback=None) -> PRM:
     """A step-head PRM from `init_lm`'s backbone, trained on labelled trace records."""
     torch.manual_seed(spec.seed)
     prm = PRM.from_lm(init_lm, tok, layout=layout)
@@ -112,7 +116,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
-    train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc)
+    train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc, callback=callback)
     return prm.eval()
 
 

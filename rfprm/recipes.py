@@ -13,7 +13,7 @@ Notable choices:
   answer multi-step problems directly with a boxed number, but has never seen a thinking trace.
 - `tiny-policy` is tiny-base fine-tuned on traces of the *clean* teacher, so its own mistakes are
   natural slips, not copied ones. A share of its prompts carry the problem's true plan
-  (`Plan: + then * then -`), so that template-guided rollouts (the PRM's trajectory-level
+  (`Plan: 7 + 5 then _ * 3`), so that template-guided rollouts (the PRM's trajectory-level
   reward) can follow one.
 - Everything is seeded; each recipe writes to a temporary directory renamed into place.
 """

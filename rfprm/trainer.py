@@ -95,8 +95,11 @@ def load_train_state(out_dir: Path, model, opt) -> tuple[int, list]:
 
 
 def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: TrainConfig,
-          out_dir: str | Path | None = None, resume: bool = False, desc: str = "train") -> list[dict]:
+          out_dir: str | Path | None = None, resume: bool = False, desc: str = "train",
+          callback: Callable | None = None) -> list[dict]:
     """Run the loop. loss_fn(model, batch) -> (loss, {metric: float}); batch_at(step, micro) -> batch.
+    `callback(steps_done, model)`, when given, runs after every optimizer step (in train mode;
+    a callback that evaluates should switch to eval mode and back).
     Returns the history: one dict per logged step (step, lr, loss and loss_fn's metrics)."""
     out_dir = Path(out_dir) if out_dir is not None else None
     device = next(model.parameters()).device
@@ -136,6 +139,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: Tr
             history.append(row)
             running, logged_steps = {}, 0
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr")})
+        if callback is not None:
+            callback(step + 1, model)
         if out_dir is not None and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
             save_train_state(out_dir, model, opt, step + 1, history, cfg)
     if out_dir is not None:

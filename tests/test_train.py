@@ -73,3 +73,11 @@ def test_schedule():
     assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
     with pytest.raises(RfprmError):
         TrainConfig(steps=0)
+
+
+def test_callback_sees_every_step():
+    model, seen = tiny_lm(), []
+    batch_at = make_batches(toy_examples(), 4, 0, 0)
+    train(model, lm_loss, batch_at, TrainConfig(steps=5, warmup=1, log_every=1),
+          callback=lambda step, m: seen.append((step, m is model, m.training)))
+    assert seen == [(s, True, True) for s in range(1, 6)]

@@ -195,29 +195,36 @@ def test_judge_step_scores():
 # ----------------------------------------------------------------------------- templates
 
 def test_extract_template_follows_the_useful_steps(pool):
-    assert problem_template(parse_problem("Compute (7 + 5) * 3 - 4.")) == "+ then * then -"
+    assert problem_template(parse_problem("Compute (7 + 5) * 3 - 4.")) == "7 + 5 then _ * 3 then _ - 4"
+    assert problem_template("Compute (14 - 4) * (3 + 14) - 2.") == "14 - 4 then 3 + 14 then _ * _ then _ - 2"
+    assert problem_template("Compute 20 - (7 + 5).") == "7 + 5 then 20 - _"
     for r in pool:
         template = extract_template(r["problem"], r["trajectory"], r["response"])
         if r["teacher"] != "misaligned":  # the other teachers all perform the right operations
             assert template == problem_template(r["problem"]), r
-        assert template_ops(template) == template.split(" then ")
+        assert template_ops(template) == [step.split()[1] for step in template.split(" then ")]
     assert extract_template("Compute 7 + 5.", "I wonder.", "no idea") == ""
-    assert extract_template("Compute 7 + 5.", "I wonder.", "7 + 5 gives 12.") == "+"
-    assert extract_template("Compute 7 + 5.", "Then 8 * 6 = 48.", "") == "*"
+    assert extract_template("Compute 7 + 5.", "I wonder.", "7 + 5 gives 12.") == "7 + 5"
+    # no useful step anywhere: every equation written, with its numbers
+    assert extract_template("Compute 7 + 5.", "Then 8 * 6 = 48.", "") == "8 * 6"
+    # a slip does not change the plan; a reordered + keeps the problem's operation
+    assert extract_template("Compute (7 + 5) * 3.", "First, 5 + 7 = 13.\n\nThen 13 * 3 = 39.", "") \
+        == "7 + 5 then _ * 3"
 
 
 def test_prompts_and_wrong_templates():
     problem = make_problems(1, seed=0)[0]
     assert problem_prompt(problem.text) == problem.text
-    prompt = template_prompt(problem.text, "+ then * then -")
-    assert prompt == f"{problem.text}\nPlan: + then * then -"
+    prompt = template_prompt(problem.text, "7 + 5 then _ * 3")
+    assert prompt == f"{problem.text}\nPlan: 7 + 5 then _ * 3"
     assert template_prompt(problem.text, "") == problem.text
     rng = random.Random(0)
     for p in make_problems(200, seed=2):
         wrong = wrong_template(p, rng)
         assert wrong != problem_template(p) and template_ops(wrong)
-    with pytest.raises(RfprmError, match="template"):
-        template_ops("+ then / then -")
+    for bad in ("+ then * then -", "7 / 5", "7 + 5 then x * 3", "7 + 5 then"):
+        with pytest.raises(RfprmError, match="template"):
+            template_ops(bad)
 
 
 def test_world_corpus():

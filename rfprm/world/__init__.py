@@ -5,7 +5,7 @@ a laptop CPU (see "The built-in world" in the design notes). Pure Python: no tor
 - traces.py     the R1 trace format: `<think>` steps, a mirroring response, \\boxed{}
 - teachers.py   five teachers of documented quality and the mixed distillation pool
 - judge.py      answer checking and the step-quality judge (the paper's GPT-4o stand-in)
-- templates.py  templates (`+ then * then -`), prompts with and without a plan
+- templates.py  templates (`7 + 5 then _ * 3`), prompts with and without a plan
 - corpus.py     texts for the world's tokenizer
 - __main__.py   `python -m rfprm.world problems|traces ...` writes JSONL
 

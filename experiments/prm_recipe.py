@@ -1,0 +1,81 @@
+"""Diagnostic for issue #5: how fast does a tiny PRM learn to verify multi-step traces?
+
+    python experiments/prm_recipe.py --steps 3000 --mix sloppy=0.5,clean=0.2,lucky=0.15,wandering=0.15
+
+Step-only training (no rollouts: lambda_final = 0) on world traces labelled with the fused step
+labels, evaluated every --every steps on held-out traces (threshold chosen on validation).
+Not a test; it prints one line per evaluation so recipes can be compared by their curves.
+"""
+import argparse, sys, time
+from pathlib import Path
+import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rfprm
+from rfprm import world
+from rfprm.labels import world_labeller
+from rfprm.prm_train import PRMTrainSpec, train_prm_model, evaluate_prm, hide_eval_fields
+from rfprm.recipes import held_out_texts
+from rfprm.world.teachers import parse_mix, DEFAULT_MIX
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--steps", type=int, default=3000)
+ap.add_argument("--every", type=int, default=250)
+ap.add_argument("--n-train", type=int, default=20000)
+ap.add_argument("--mix", default="")
+ap.add_argument("--lr", type=float, default=1e-3)
+ap.add_argument("--batch-size", type=int, default=32)
+ap.add_argument("--lm-aux", type=float, default=0.5)
+ap.add_argument("--model", default="tiny-policy")
+ap.add_argument("--layout", default="rfprm")
+ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--careless", type=float, default=0.0, help="share of the pool replaced by careless traces")
+ap.add_argument("--slip-p", type=float, default=0.5, help="careless: each step slips with this probability")
+ap.add_argument("--binary", action="store_true", help="targets = judge quality >= 0.99 (not fused)")
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+mix = parse_mix(a.mix) if a.mix else DEFAULT_MIX
+used = set(held_out_texts())
+train = world.make_traces(a.n_train, 1, mix=mix, exclude=frozenset(used)); used |= {r["problem"] for r in train}
+val = world.make_traces(200, 2, exclude=frozenset(used)); used |= {r["problem"] for r in val}
+test = world.make_traces(400, 3, exclude=frozenset(used)); used |= {r["problem"] for r in test}
+def careless(n, seed, exclude):
+    import random
+    from rfprm.world.problems import solve
+    from rfprm.world.teachers import slipped_values, _in_bounds
+    from rfprm.world.traces import written_trace
+    rng = random.Random(seed); out = []
+    for p in world.make_problems(n, seed, exclude=exclude):
+        for _ in range(20):
+            written, ops = {}, None
+            for k in range(len(p.ops)):
+                if rng.random() < a.slip_p:
+                    cur = solve(p.tree, written)
+                    if cur[k].result >= 1:
+                        written[k] = slipped_values(cur[k].result, rng)[0]
+            ops = solve(p.tree, written)
+            if _in_bounds(ops):
+                break
+        else:
+            ops, written = list(p.ops), {}
+        tr = written_trace(ops, first_error=min(written) if written else -1)
+        out.append({"problem": p.text, "trajectory": tr.trajectory, "response": tr.response,
+                    "answer": str(p.answer), "teacher": "careless", "first_error": tr.first_error})
+    return out
+if a.careless > 0:
+    k = int(a.careless * len(train))
+    train = train[:len(train) - k] + careless(k, 7, frozenset(used))
+t0 = time.time()
+lab = world_labeller(None)(hide_eval_fields(train), progress=False)
+if a.binary:
+    for r in lab:
+        r["step_rewards"] = [float(q >= 0.99) for q in r["label_parts"]["quality"]]
+print(f"labelled {len(lab)} in {time.time()-t0:.0f}s", flush=True)
+lm, tok = rfprm.load_model(a.model), rfprm.load_tokenizer(a.model)
+t0 = time.time()
+def cb(step, prm):
+    if step % a.every == 0 or step == a.steps:
+        prm.eval(); r = evaluate_prm(prm, val, test); prm.train()
+        print(f"step {step} {time.time()-t0:.0f}s F1 {r['f1']:.1f} flawed {r['flawed_acc']:.1f} "
+              f"flawless {r['flawless_acc']:.1f} AUC {r['auc']:.1f} th {r['threshold']:.3f}", flush=True)
+spec = PRMTrainSpec(steps=a.steps, batch_size=a.batch_size, lr=a.lr, lm_aux=a.lm_aux, lambda_final=0.0, ckpt_every=0)
+train_prm_model(lm, tok, lab, spec, a.layout, callback=cb, desc="prm")
