@@ -40,6 +40,7 @@ from . import world
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
+CHECK_SHARE = 0.0           # share of policy training examples that check steps (see check_example)
 MAX_NEW_TOKENS = 160        # enough for a 4-step trace of the world
 
 
@@ -86,6 +87,36 @@ def policy_examples(tok, n: int, seed: int, exclude=frozenset(), template_share:
     return examples
 
 
+CHECK_REQUEST = "Check each step."
+VERDICTS = {1.0: "right", 0.4: "useless", 0.2: "unclear", 0.0: "wrong"}   # the world judge's scores
+CHECK_MIX = {"clean": 0.25, "sloppy": 0.35, "wandering": 0.15, "misaligned": 0.05, "lucky": 0.20}
+
+
+def check_example(tok, record: dict) -> tuple[list[int], list[int], list[int]]:
+    """One step-checking example: the user gives a problem and asks for a check; the assistant
+    turn is the trace's thinking steps, each followed by the judge's verdict word. Only the
+    verdicts are targets -- the steps are context (some are wrong: the policy must not learn
+    to write them)."""
+    prompt = tok.chat([{"role": "user", "content": f"{record['problem']}\n{CHECK_REQUEST}"}],
+                      add_generation_prompt=True)
+    steps = world.split_steps(record["trajectory"])
+    verdicts = world.judge_steps(record["problem"], steps)
+    ids, labels = [], []
+    for t, (step, verdict) in enumerate(zip(steps, verdicts)):
+        context = tok.encode(("\n\n" if t else "") + step)
+        target = tok.encode(" " + VERDICTS[verdict])
+        ids += context + target
+        labels += [-100] * len(context) + target
+    ids.append(tok.im_end_id)
+    labels.append(tok.im_end_id)
+    return prompt, ids, labels
+
+
+def check_examples(tok, n: int, seed: int, exclude=frozenset()):
+    """Step-checking examples on n mixed-teacher traces (CHECK_MIX), verdicts from world.judge_steps."""
+    return [check_example(tok, r) for r in world.make_traces(n, seed, mix=CHECK_MIX, exclude=exclude)]
+
+
 EVAL_SEED = 12345
 EVAL_RESERVE = 2000  # problems of EVAL_SEED reserved for evaluation: no training set contains them
 
@@ -119,19 +150,25 @@ def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
 
 
 def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False,
-                      template_share: float = TEMPLATE_SHARE):
+                      template_share: float = TEMPLATE_SHARE, check_share: float = CHECK_SHARE):
     base_dir = resolve_path(base)
     tok = load_tokenizer(base_dir)
     model = load_model(base_dir)
     steps = 20 if quick else steps
-    examples = policy_examples(tok, 200 if quick else 30000, seed + 1, exclude=held_out_texts(),
+    n_solve = 200 if quick else 30000
+    examples = policy_examples(tok, n_solve, seed + 1, exclude=held_out_texts(),
                                template_share=template_share)
+    if check_share > 0:
+        used = held_out_texts() | {p.text for p in world.make_problems(n_solve, seed + 1, exclude=held_out_texts())}
+        n_check = round(n_solve * check_share / (1 - check_share))
+        # seed + 100: a stream of problems unlike train_prm.py's splits (seeds 0, 1, 2, ...)
+        examples += check_examples(tok, n_check, seed + 100, exclude=used)
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
     history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
                         desc="tiny-policy")
     return _save(model, tok, _recipe_out("tiny-policy", out),
                  f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
-                 f"--template-share {template_share}"), history
+                 f"--template-share {template_share} --check-share {check_share}"), history
 
 
 def _save(model, tok, out: Path, command: str) -> Path:
@@ -189,6 +226,8 @@ def main(argv=None):
     ap.add_argument("--json", help="eval-policy: write the figures here")
     ap.add_argument("--template-share", type=float, default=TEMPLATE_SHARE,
                     help="tiny-policy: share of training prompts that carry the true plan")
+    ap.add_argument("--check-share", type=float, default=CHECK_SHARE,
+                    help="tiny-policy: share of training examples that check a trace's steps")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
     args = ap.parse_args(argv)
@@ -199,7 +238,8 @@ def main(argv=None):
     if args.what == "tiny-base":
         build_tiny_base(args.out, args.seed, args.steps, args.quick)
     elif args.what == "tiny-policy":
-        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick, args.template_share)
+        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick, args.template_share,
+                          args.check_share)
     else:
         path = resolve_path(args.model)
         res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)

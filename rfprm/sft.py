@@ -33,19 +33,22 @@ def chat_example(tok, user: str, assistant: str, system: str | None = None) -> t
 
 def make_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int, pad_id: int,
                  max_len: int | None = None):
-    """-> batch_at(step, micro) giving (input_ids (B, T), labels (B, T)), a pure function of its args."""
+    """-> batch_at(step, micro) giving (input_ids (B, T), labels (B, T)), a pure function of its args.
+    An example may carry a third list, the completion's labels (IGNORE where a completion token
+    is context, not a target); by default every completion token is a target."""
     if not examples:
         raise RfprmError("SFT: no training examples")
     if max_len is not None:
-        too_long = sum(len(p) + len(c) > max_len for p, c in examples)
+        too_long = sum(len(ex[0]) + len(ex[1]) > max_len for ex in examples)
         if too_long == len(examples):
             raise RfprmError(f"SFT: every example is longer than the model's context ({max_len} tokens)")
 
     def batch_at(step: int, micro: int):
         rng = random.Random(seed * 1_000_003 + step * 101 + micro)
         chosen = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-        seqs = [(p + c)[:max_len] if max_len else p + c for p, c in chosen]
-        labels = [([IGNORE] * len(p) + c)[:len(s)] for (p, c), s in zip(chosen, seqs)]
+        seqs = [(ex[0] + ex[1])[:max_len] if max_len else ex[0] + ex[1] for ex in chosen]
+        labels = [([IGNORE] * len(ex[0]) + (ex[2] if len(ex) > 2 else ex[1]))[:len(s)]
+                  for ex, s in zip(chosen, seqs)]
         T = max(map(len, seqs))
         ids = torch.full((batch_size, T), pad_id, dtype=torch.long)
         lab = torch.full((batch_size, T), IGNORE, dtype=torch.long)

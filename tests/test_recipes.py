@@ -33,3 +33,19 @@ def test_bad_flags_exit_cleanly(tmp_path):
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_check_examples_target_only_the_verdicts():
+    from rfprm.recipes import CHECK_REQUEST, check_example
+    from rfprm.sft import IGNORE
+    tok = rfprm.load_tokenizer("tiny-policy")
+    record = {"problem": "Compute (8 + 1) * 8 - 3.",
+              "trajectory": "First, 8 + 1 = 9.\n\nThen 9 * 8 = 70.\n\nThen 70 + 0 = 70."}
+    prompt, ids, labels = check_example(tok, record)
+    assert tok.decode(prompt).endswith(f"{CHECK_REQUEST}<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.decode(ids) == ("First, 8 + 1 = 9. right\n\nThen 9 * 8 = 70. wrong\n\n"
+                               "Then 70 + 0 = 70. useless<|im_end|>")
+    assert len(labels) == len(ids)
+    targets = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
+    assert targets == " right wrong useless<|im_end|>"           # never a step's own tokens
+    assert all(lab in (IGNORE, t) for t, lab in zip(ids, labels))

@@ -81,3 +81,10 @@ def test_callback_sees_every_step():
     train(model, lm_loss, batch_at, TrainConfig(steps=5, warmup=1, log_every=1),
           callback=lambda step, m: seen.append((step, m is model, m.training)))
     assert seen == [(s, True, True) for s in range(1, 6)]
+
+
+def test_batches_take_completion_labels():
+    batch_at = make_batches([([1, 5], [7, 8, 9], [IGNORE, 8, IGNORE])], batch_size=2, seed=0, pad_id=0)
+    ids, labels = batch_at(0, 0)
+    assert ids[0].tolist() == [1, 5, 7, 8, 9]
+    assert labels[0].tolist() == [IGNORE, IGNORE, IGNORE, 8, IGNORE]
