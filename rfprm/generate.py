@@ -3,11 +3,19 @@
 Notable choices:
 - Ragged prompts are left-padded into one batch; a key mask hides the padding and positions
   count only real tokens, so each row computes exactly what it would alone.
-- One prefill, then one token per step. `num_samples=n` prefills each prompt once and copies
-  its cache n times (Best-of-N and GRPO draw n answers per prompt).
+- One prefill, then one token per step through `model.decode_logits` (the lean one-token path
+  of model.py). `num_samples=n` prefills each prompt once and copies its cache n times
+  (Best-of-N and GRPO draw n answers per prompt).
 - Rows stop independently at any of `stop_ids` (default: the model's end-of-turn ids from its
-  config / generation_config.json). Finished rows are dropped from the batch once enough of
-  them have finished, so long-tailed batches do not pay for rows that are done.
+  config / generation_config.json). Finished rows are dropped from the batch, so long-tailed
+  batches do not pay for rows that are done. Stops are tracked on the device and read back
+  every step on the CPU (where that costs nothing) but every few steps on an accelerator,
+  where a read-back would stall the queue of launched kernels; a row's output ends at its
+  first stop token either way.
+- The decode loop does as little per step as it can: greedy is an argmax over the logits as
+  they come (no float32 copy, no softmax unless log-probabilities are asked for), the RoPE
+  matrices of many steps are built at once, and new tokens are written to the output in one
+  scatter per batch change rather than one per step.
 - Sampling never draws an embedding row beyond the tokenizer's vocabulary (Qwen pads its
   151,665 ids to 151,936 rows): `vocab_limit`, by default `model.vocab_limit` when the loader
   found a tokenizer beside the weights.
@@ -77,6 +85,18 @@ def sample(logits, temperature: float, top_p: float, top_k: int, generator, want
     return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
 
 
+def _stop_check_interval(device) -> int:
+    """Decode steps between read-backs of which rows have stopped: every step on the CPU, where
+    it is free; every 8 elsewhere, where it would stall the queue of launched kernels."""
+    return 1 if device.type == "cpu" else 8
+
+
+def _rotation_block(batch: int, head_dim: int) -> int:
+    """Decode steps whose RoPE matrices are built together: built one step at a time they cost
+    ~7% of a tiny model's step; capped at ~1M elements (4 MB in float32)."""
+    return max(1, min(64, 2**20 // (batch * head_dim * head_dim)))
+
+
 def default_stop_ids(model) -> list[int]:
     eos = model.cfg.eos_token_id
     ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
@@ -113,7 +133,7 @@ def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0,
     padded = bool((lengths != Tp).any())
     cache = model.new_cache(B, Tp + max_new)
     logits = model(ids, key_mask=key_mask[:, :Tp] if padded else None, cache=cache, last_only=True)
-    logits = logits[:, -1].float()                             # (B, V)
+    logits = logits[:, -1]                                     # (B, V)
     if num_samples > 1:                                        # copy each prompt's cache n times
         cache = cache.repeat_interleave(num_samples)
         logits = logits.repeat_interleave(num_samples, 0)
@@ -122,32 +142,62 @@ def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0,
         B *= num_samples
     logits = logits[:, :vocab_limit]
 
-    # ---- decode one token at a time; `rows` maps batch slots back to outputs ----
+    # ---- decode one token at a time; `rows` maps batch slots back to output rows ----
+    rope, dtype = model.model.rope, model.dtype
+    block = _rotation_block(B, model.cfg.head_dim)
+    rope.ensure(Tp + max_new + block, device)
+    weights = model.model.decode_weights(one_row=B == 1)       # fused copies, checked once
+    greedy = temperature == 0.0 and not return_logprobs
+    check_every = _stop_check_interval(device)
     rows = torch.arange(B, device=device)
+    running = torch.ones(B, dtype=torch.bool, device=device)  # not yet stopped
     out_tokens = torch.zeros(B, max_new, dtype=torch.long, device=device)
     out_logprobs = torch.zeros(B, max_new, dtype=torch.float32, device=device)
-    n_new = torch.full((B,), max_new, dtype=torch.long, device=device)
+    new_tokens, new_logprobs, first = [], [], 0               # steps first.. not yet in out_*
+
+    def flush(upto: int):
+        """Write the pending steps into the output rows (one scatter, not one per step)."""
+        nonlocal new_tokens, new_logprobs, first
+        out_tokens[rows, first:upto] = torch.stack(new_tokens, 1)
+        if new_logprobs:
+            out_logprobs[rows, first:upto] = torch.stack(new_logprobs, 1)
+        new_tokens, new_logprobs, first = [], [], upto
+
     for step in tqdm(range(max_new), disable=not progress, desc="generate", leave=False):
-        tokens, logprobs = sample(logits, temperature, top_p, top_k, generator, return_logprobs)
-        out_tokens[rows, step] = tokens
-        if return_logprobs:
-            out_logprobs[rows, step] = logprobs
-        finished = torch.isin(tokens, stop)
-        if finished.any():
-            n_new[rows[finished]] = step + 1
-            alive = ~finished
-            if not alive.any():
-                break
-            # drop finished rows from the batch (a copy of the cache rows, worth it for long tails)
-            rows, tokens, lengths, key_mask = rows[alive], tokens[alive], lengths[alive], key_mask[alive]
-            cache.k, cache.v = cache.k[:, alive], cache.v[:, alive]
+        if step % block == 0:  # RoPE matrices of the next steps' positions (real tokens before them)
+            offsets = torch.arange(step, step + block, device=device)
+            rotations = rope.rotation(lengths[:, None] + offsets, dtype)   # (B, block, hs, hs)
+        if greedy:
+            tokens = logits.argmax(-1)
+        else:
+            tokens, logprobs = sample(logits.float(), temperature, top_p, top_k, generator, return_logprobs)
+            if return_logprobs:
+                new_logprobs.append(logprobs)
+        new_tokens.append(tokens)
+        if len(stop):
+            running &= ~torch.isin(tokens, stop)
         if step == max_new - 1:
             break
-        positions = (lengths + step)[:, None]                 # real tokens before this one
-        logits = model(tokens[:, None], positions=positions,
-                       key_mask=key_mask[:, :cache.length + 1] if padded else None,
-                       cache=cache)[:, -1, :vocab_limit].float()
+        if len(stop) and step % check_every == check_every - 1 and not bool(running.all()):
+            flush(step + 1)
+            if not running.any():
+                break
+            # drop stopped rows from the batch (a copy of the cache rows, worth it for long tails)
+            rows, tokens, lengths = rows[running], tokens[running], lengths[running]
+            key_mask = key_mask[running]
+            cache.k, cache.v = cache.k[:, running], cache.v[:, running]
+            rotations = rotations[running]
+            running = running[running]
+        S = cache.length + 1
+        logits = model.decode_logits(tokens, rotations[:, step % block],
+                                     key_mask[:, None, None, :S] if padded else None,
+                                     cache, vocab_limit, weights)            # (B, vocab_limit)
+    if new_tokens:
+        flush(first + len(new_tokens))
 
+    # each row ends at its first stop token (a stopped row may run a few steps more off the CPU)
+    is_stop = torch.isin(out_tokens, stop)                     # (B, max_new)
+    n_new = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, max_new).tolist()
     tokens_out = [out_tokens[i, : n_new[i]].tolist() for i in range(out_tokens.shape[0])]
     if return_logprobs:
         return tokens_out, [out_logprobs[i, : n_new[i]].tolist() for i in range(out_tokens.shape[0])]

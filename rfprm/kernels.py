@@ -1,9 +1,10 @@
 """Fused ops in plain PyTorch (no Triton), each beside the reference expression it replaces.
 
-The model imports `rms_norm`, `swiglu`, `apply_rope` and `rotate_half` from here; the PRM, SFT
-and RL losses use `linear_logprobs` and `linear_cross_entropy`. Every fused op has a `*_ref`
-twin written the obvious way, and tests/test_kernels.py checks that the two agree in values and
-gradients. Notable choices:
+The model imports `rms_norm`, `swiglu`, `apply_rope` and `rotate_half` from here (and, for its
+one-token decode step, `l2_normalize_rows` and `rope_matrix`); the PRM, SFT and RL losses use
+`linear_logprobs` and `linear_cross_entropy`. Every fused op has a `*_ref` twin written the
+obvious way, and tests/test_kernels.py checks that the two agree in values and gradients.
+Notable choices:
 
 - "Fused" here means a `torch.autograd.Function` with a hand-written backward that saves fewer
   tensors than autograd would, or never builds a large intermediate at all. The forward math is
@@ -13,6 +14,12 @@ gradients. Notable choices:
   what lets `gradcheck` run on these functions.
 - When no gradient is needed (inference, generation) the ops skip `autograd.Function` and run
   the plain forward: nothing to save, and less Python overhead per call.
+- The decode step runs each op on a handful of rows, where the cost is the per-op dispatch, not
+  the arithmetic: `l2_normalize_rows` is RMSNorm up to a factor folded into the next matmul, in
+  3 ops (F.rms_norm takes ~6 internally on the CPU), and `rope_matrix` turns RoPE into one
+  batched matmul per layer (x @ R, with R = diag(cos) + P diag(sin) for the rotate-half
+  permutation P) instead of ~7 elementwise ops. Both are inference-only and are compared with
+  their references in tests/test_model.py.
 - The big one is `linear_logprobs`: at Qwen's vocabulary of 151,936 the [N, V] float32 logits of
   a 2048-token batch take 1.2 GB, and autograd keeps several such tensors alive (logits,
   log-softmax output, its gradient). That, not the model, dominates RL/SFT memory. We walk over
@@ -26,6 +33,8 @@ gradients. Notable choices:
   `linear_cross_entropy_ref` follows the same convention.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -186,6 +195,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     if not _needs_grad(x):
         return apply_rope_ref(x, cos, sin)
     return _RoPE.apply(x, cos, sin)
+
+
+def rope_matrix(cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """cos, sin (..., hs) float32 -> R (..., hs, hs) in `dtype` such that x @ R equals
+    apply_rope_ref(x) for the x rows at that position: R = diag(cos) + P diag(sin), where
+    x @ P == rotate_half(x). Each output mixes exactly two inputs (the other products are exact
+    zeros), so this is the reference up to the order of one addition. In decode one R serves
+    every layer's q and k heads."""
+    if cos.dtype != dtype:  # cast first, as HF does
+        cos, sin = cos.to(dtype), sin.to(dtype)
+    perm = _rotate_half_matrix(cos.shape[-1], dtype, cos.device)
+    return torch.addcmul(torch.diag_embed(cos), perm, sin.unsqueeze(-2))  # (..., hs, hs)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotate_half_matrix(hs: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """P (hs, hs) with x @ P == rotate_half(x); a normal tensor even when first asked for under
+    inference_mode, so that it can be used outside it too."""
+    half = hs // 2
+    with torch.inference_mode(False):
+        perm = torch.zeros(hs, hs, dtype=dtype, device=device)
+        idx = torch.arange(half, device=device)
+        perm[idx + half, idx] = -1                              # out[j] = -x[j + h] for j < h
+        perm[idx, idx + half] = 1                               # out[j + h] = x[j]
+    return perm
+
+
+def l2_normalize_rows(x: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(||x||^2 + floor^2) over the last dimension, without autograd, for the decode step.
+    RMSNorm is sqrt(D) times this with floor = sqrt(D * eps), since mean(x^2) + eps equals
+    (||x||^2 + D * eps) / D; the decode step folds sqrt(D) and the norm's weight into the matrix
+    that follows. Three ops (vector_norm, hypot, div), where rms_norm_ref takes six. floor is a
+    0-dim float32 tensor, made once: wrapping a Python float costs as much as an op. Computed in
+    float32 for low-precision x, then cast back, as rms_norm_ref does."""
+    wide = x.dtype in (torch.float32, torch.float64)  # skip the no-op casts: ~1 us each
+    xf = x if wide else x.to(_opmath(x.dtype))
+    y = xf / torch.hypot(torch.linalg.vector_norm(xf, dim=-1, keepdim=True), floor)
+    return y if wide else y.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------- linear -> log-prob

@@ -1,5 +1,7 @@
 """Generation: greedy equals transformers token for token; cached equals uncached; sampling is
 seeded; bad arguments are named."""
+import importlib
+
 import pytest
 import torch
 
@@ -36,6 +38,55 @@ def test_greedy_equals_transformers_ragged_batch(pair):
     ours = generate(model, PROMPTS, max_new_tokens=12, temperature=0.0)
     assert ours == hf_greedy(hf, PROMPTS, 12)
     assert ours == generate_ref(model, PROMPTS, max_new_tokens=12)
+
+
+def test_greedy_equals_transformers_one_row_and_many_rows(pair, monkeypatch):
+    model, hf = pair
+    one = [PROMPTS[0]]                    # batch 1: the fused matrices are laid out (in, out)
+    assert generate(model, one, max_new_tokens=12) == hf_greedy(hf, one, 12)
+    many = PROMPTS * 3                    # 9 rows in the w^T @ x^T form bigger models use
+    monkeypatch.setattr(model.model, "weight_first", lambda batch: batch >= 8)
+    ours = generate(model, many, max_new_tokens=12)
+    assert ours == hf_greedy(hf, many, 12)
+    assert ours == generate_ref(model, many, max_new_tokens=12)
+
+
+def test_stops_checked_every_few_steps_and_rope_blocks(pair, monkeypatch):
+    """The loop as it runs off the CPU (stops read back every 3rd step, so stopped rows run on
+    a little) and with RoPE matrices built 2 steps at a time: the same greedy tokens."""
+    gen = importlib.import_module("rfprm.generate")  # (rfprm.generate is also the function)
+    model, _ = pair
+    free = generate(model, PROMPTS, max_new_tokens=12)
+    stop = [free[1][3], free[2][6]]
+    want = generate_ref(model, PROMPTS, max_new_tokens=12, stop_ids=stop)
+    assert generate(model, PROMPTS, max_new_tokens=12, stop_ids=stop) == want
+    monkeypatch.setattr(gen, "_stop_check_interval", lambda device: 3)
+    monkeypatch.setattr(gen, "_rotation_block", lambda batch, head_dim: 2)
+    assert generate(model, PROMPTS, max_new_tokens=12, stop_ids=stop) == want
+    # sampled rows that stop mid-block keep log-probs that match a full forward
+    toks, lps = generate(model, PROMPTS, max_new_tokens=12, temperature=1.0, seed=1, num_samples=3,
+                         stop_ids=stop + [5, 9], return_logprobs=True)
+    assert any(len(t) < 12 for t in toks)
+    for i, (new, lp) in enumerate(zip(toks, lps)):
+        assert len(new) == len(lp) and not set(new[:-1]) & set(stop + [5, 9])
+        p = PROMPTS[i // 3]
+        with torch.no_grad():
+            logits = model(torch.tensor([p + new]))[0, len(p) - 1:-1]
+        ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(new)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(lp), ref, atol=1e-4)
+
+
+def test_generation_follows_a_training_step(pair):
+    """The fused decode weights are copies: an optimizer step must be seen by the next generate."""
+    model, _ = pair
+    before = generate(model, PROMPTS, max_new_tokens=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model(torch.tensor([PROMPTS[0]]))[0, -1].logsumexp(-1)  # eval mode: no train() call
+    loss.backward()
+    opt.step()
+    after = generate(model, PROMPTS, max_new_tokens=8)
+    assert after == generate_ref(model, PROMPTS, max_new_tokens=8)
+    assert after != before
 
 
 def test_stop_ids_per_row(pair):

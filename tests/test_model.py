@@ -163,7 +163,91 @@ def test_tokenizer_larger_than_embedding_is_refused(hf_qwen2):
 def test_vocab_limit_comes_from_the_tokenizer(hf_qwen2):
     from rfprm.recipes import build_tokenizer
     tok = build_tokenizer()
-    path, _ = hf_qwen2(vocab=(tok.vocab_size + 63) // 64 * 64)
+    path, _ = hf_qwen2(vocab=(tok.vocab_size // 64 + 1) * 64)     # always some padded rows
     tok.save(path)
     model = rfprm.load_model(path)
     assert model.vocab_limit == tok.vocab_size < model.cfg.vocab_size
+
+
+def test_decode_kernels_match_their_references():
+    from rfprm.kernels import apply_rope_ref, l2_normalize_rows, rms_norm_ref, rope_matrix
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 16, generator=g)                      # (B, heads, hs)
+    cos, sin = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
+    ref = apply_rope_ref(x[:, :, None], cos[:, None], sin[:, None])[:, :, 0]
+    torch.testing.assert_close(x @ rope_matrix(cos, sin, x.dtype), ref)
+    rows, w = torch.randn(4, 32, generator=g) * 3, torch.randn(32, generator=g)
+    rows[0] *= 1e-4                                              # where eps matters
+    floor = torch.tensor((32 * 1e-6) ** 0.5)                     # sqrt(D * eps)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        r, ww = rows.to(dtype), w.to(dtype)
+        torch.testing.assert_close(ww * (l2_normalize_rows(r, floor) * 32 ** 0.5).to(dtype),
+                                   rms_norm_ref(r, ww, 1e-6))
+
+
+def decode_vs_forward(model, batch, padded, steps=4, seed=0):
+    """Largest relative error between decode_logits and the cached forward (its reference)
+    over a few steps after a prefill of 6 tokens, left-padded rows when `padded`."""
+    g = torch.Generator().manual_seed(seed)
+    V, T = model.cfg.vocab_size, 6
+    ids = torch.randint(0, V, (batch, T), generator=g)
+    lengths = torch.full((batch,), T)
+    if padded:
+        lengths[::2] = torch.randint(1, T, ((batch + 1) // 2,), generator=g)
+    key_mask = torch.arange(T + steps)[None, :] >= (T - lengths)[:, None]  # (B, T+steps)
+    errs = []
+    with torch.no_grad():
+        caches = [model.new_cache(batch, T + steps), model.new_cache(batch, T + steps)]
+        for c in caches:
+            model(ids, key_mask=key_mask[:, :T], cache=c, last_only=True)
+        model.model.rope.ensure(T + steps, "cpu")
+        weights = model.model.decode_weights(one_row=batch == 1)
+        for step in range(steps):
+            tokens = torch.randint(0, V, (batch,), generator=g)
+            S = T + step + 1
+            ref = model(tokens[:, None], positions=(lengths + step)[:, None], key_mask=key_mask[:, :S],
+                        cache=caches[0])[:, -1]
+            rotation = model.model.rope.rotation(lengths + step, model.dtype)
+            fast = model.decode_logits(tokens, rotation, key_mask[:, None, None, :S], caches[1],
+                                       weights=weights)
+            errs.append(rel_err(fast.float(), ref.float()))
+    assert caches[1].length == caches[0].length == T + steps
+    return max(errs)
+
+
+@pytest.mark.parametrize("batch,padded,weight_first", [
+    (1, False, False),      # one row: the fused matrices laid out (in, out)
+    (3, True, False),       # ragged rows, (out, in) layout
+    (9, True, True),        # the w^T @ x^T form big models use for 8+ rows
+])
+def test_decode_step_matches_cached_forward(hf_qwen2, monkeypatch, batch, padded, weight_first):
+    path, _ = hf_qwen2(seed=batch)
+    model = rfprm.load_model(path)
+    monkeypatch.setattr(model.model, "weight_first", lambda b: weight_first)
+    assert decode_vs_forward(model, batch, padded) <= 1e-5
+
+
+def test_decode_step_matches_cached_forward_bf16(hf_qwen2):
+    path, _ = hf_qwen2(dtype=torch.bfloat16)
+    model = rfprm.load_model(path, dtype="bfloat16")
+    assert decode_vs_forward(model, 3, padded=True) <= 3e-2  # bf16 rounding in a different order
+
+
+def test_fused_decode_weights_follow_the_parameters(hf_qwen2):
+    path, _ = hf_qwen2()
+    model = rfprm.load_model(path)
+    first = model.model.decode_weights(one_row=True)
+    assert model.model.decode_weights(one_row=True) is first           # cached
+    with torch.no_grad():                                              # as an optimizer step does
+        model.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+        model.model.layers[1].input_layernorm.weight.add_(0.3)
+        model.model.norm.weight.mul_(0.7)
+    assert model.model.decode_weights(one_row=True) is not first
+    assert decode_vs_forward(model, 1, padded=False) <= 1e-5
+    state = {k: v * 0.9 for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)                          # replaced parameters
+    model.tie_weights()
+    assert decode_vs_forward(model, 2, padded=False) <= 1e-5
+    model.train()
+    assert model.model._decode is None                                 # training frees the copies
+    assert set(model.state_dict()) == set(state)                       # no fused names leak out
