@@ -7,7 +7,9 @@ auxiliary LM loss on the traces whose step is right. It prints first-error F1 / 
 held-out multi-step traces. Founding session: without the auxiliary loss, 600 steps gave AUC
 50.9 (rfprm layout) and 50.0 (qwen layout). With `1500 rfprm 0.5` the PRM verified held-out
 one-step traces (F1 95.0, AUC 98.2, 608 s) but did not transfer to multi-step traces
-(AUC 49.0). Not a test; a starting point for the next recipe (a curriculum).
+(AUC 49.0). Caveat found later: one-operation problems of the world have only about 660
+distinct equations, so this PRM may have memorised a table rather than learnt to verify.
+Not a test.
 """
 import sys, random, time, torch
 torch.set_num_threads(1)

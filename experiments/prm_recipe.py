@@ -1,10 +1,17 @@
 """Diagnostic for issue #5: how fast does a tiny PRM learn to verify multi-step traces?
 
     python experiments/prm_recipe.py --steps 3000 --mix sloppy=0.5,clean=0.2,lucky=0.15,wandering=0.15
+    python experiments/prm_recipe.py --careless 0.5                  # an error-dense pool
+    python experiments/prm_recipe.py --extra-layers 3 --freeze --lm-aux 0 --lr 2e-3
 
 Step-only training (no rollouts: lambda_final = 0) on world traces labelled with the fused step
-labels, evaluated every --every steps on held-out traces (threshold chosen on validation).
-Not a test; it prints one line per evaluation so recipes can be compared by their curves.
+labels, evaluated every --every steps on 400 held-out traces (threshold chosen on 200
+validation traces). Options: the training mix; replacing a share of the pool by "careless"
+traces (every step slips with --slip-p, later steps compute from the written values: an
+error-dense pool, not one of the world's teachers); fresh decoder layers on top of the LM
+(output projections zero-initialised, so the PRM starts as the LM plus a head); freezing the
+LM's own layers. Not a test; it prints one line per evaluation so recipes can be compared by
+their curves. What each run printed is in the README ("What is known about why").
 """
 import argparse, sys, time
 from pathlib import Path
@@ -30,6 +37,8 @@ ap.add_argument("--layout", default="rfprm")
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--careless", type=float, default=0.0, help="share of the pool replaced by careless traces")
 ap.add_argument("--slip-p", type=float, default=0.5, help="careless: each step slips with this probability")
+ap.add_argument("--extra-layers", type=int, default=0, help="decoder layers added on top of the LM (zero-init outputs)")
+ap.add_argument("--freeze", action="store_true", help="train only the extra layers and the head")
 ap.add_argument("--binary", action="store_true", help="targets = judge quality >= 0.99 (not fused)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
@@ -71,6 +80,23 @@ if a.binary:
         r["step_rewards"] = [float(q >= 0.99) for q in r["label_parts"]["quality"]]
 print(f"labelled {len(lab)} in {time.time()-t0:.0f}s", flush=True)
 lm, tok = rfprm.load_model(a.model), rfprm.load_tokenizer(a.model)
+if a.extra_layers:
+    from rfprm.model import DecoderLayer, init_weights
+    cfg = lm.cfg.replace(num_hidden_layers=lm.cfg.num_hidden_layers + a.extra_layers)
+    torch.manual_seed(0)
+    for i in range(a.extra_layers):
+        layer = DecoderLayer(cfg, lm.cfg.num_hidden_layers + i)
+        init_weights(layer)
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)   # starts as the identity
+        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+        lm.model.layers.append(layer)
+    lm.cfg = lm.model.cfg = cfg
+if a.freeze:  # the LM's own layers and embeddings keep its predictions exactly (deepcopy keeps the flags)
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    for layer in lm.model.layers[lm.cfg.num_hidden_layers - a.extra_layers:]:
+        layer.requires_grad_(True)
+    lm.model.norm.requires_grad_(True)
 t0 = time.time()
 def cb(step, prm):
     if step % a.every == 0 or step == a.steps:
