@@ -237,7 +237,8 @@ def prm_loss(prm: PRM, batch: PRMBatch, lambda_step: float = 1.0,
     """lambda_step * MSE(step scores, step_rewards) + lambda_final * MSE(trajectory score,
     trajectory_reward). The step term averages within each trace, then over traces, so long
     traces do not outweigh short ones (the paper's mean_t is per trace). Unlabelled targets
-    (NaN) are left out; a term with no targets in the batch is zero. -> (loss, metrics)."""
+    (NaN) are left out; a term with no targets in the batch is zero. `hidden`: the backbone's
+    output for the batch when the caller has it (the auxiliary LM loss shares it). -> (loss, metrics)."""
     batch = batch.to(prm.device)
     step_probs, traj_probs = prm.read(batch, hidden)
     B = batch.input_ids.shape[0]
