@@ -32,7 +32,7 @@ from .config import preset
 from .errors import RfprmError, atomic_dir, cli_main
 from .generate import chat_complete
 from .model import Qwen2ForCausalLM, init_weights
-from .sft import chat_example, train_sft
+from .sft import IGNORE, chat_example, train_sft
 from .bpe import train_bpe
 from .tokenizer import load_tokenizer
 from .trainer import TrainConfig
@@ -106,7 +106,7 @@ def check_example(tok, record: dict) -> tuple[list[int], list[int], list[int]]:
         context = tok.encode(("\n\n" if t else "") + step)
         target = tok.encode(" " + VERDICTS[verdict])
         ids += context + target
-        labels += [-100] * len(context) + target
+        labels += [IGNORE] * len(context) + target
     ids.append(tok.im_end_id)
     labels.append(tok.im_end_id)
     return prompt, ids, labels
@@ -151,6 +151,9 @@ def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
 
 def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False,
                       template_share: float = TEMPLATE_SHARE, check_share: float = CHECK_SHARE):
+    for name, share in (("--template-share", template_share), ("--check-share", check_share)):
+        if not 0 <= share < 1:
+            raise RfprmError(f"{name} must be in [0, 1), got {share}")
     base_dir = resolve_path(base)
     tok = load_tokenizer(base_dir)
     model = load_model(base_dir)

@@ -49,3 +49,11 @@ def test_check_examples_target_only_the_verdicts():
     targets = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
     assert targets == " right wrong useless<|im_end|>"           # never a step's own tokens
     assert all(lab in (IGNORE, t) for t, lab in zip(ids, labels))
+
+
+def test_bad_shares_exit_cleanly(tmp_path):
+    for flag in ("--check-share", "--template-share"):
+        res = subprocess.run([sys.executable, "-m", "rfprm.recipes", "tiny-policy", flag, "1",
+                              "--out", str(tmp_path / "x")], capture_output=True, text=True)
+        assert res.returncode == 2 and flag in res.stderr and "Traceback" not in res.stderr
+        assert not (tmp_path / "x").exists()
