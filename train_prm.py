@@ -55,25 +55,34 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
-    ap.add_argument("--n-train", type=int, default=1000, help="world: training traces")
+    ap.add_argument("--n-train", type=int, default=20000, help="world: training traces")
     ap.add_argument("--n-val", type=int, default=200, help="world: validation traces (threshold)")
     ap.add_argument("--n-test", type=int, default=400, help="world: held-out test traces")
     ap.add_argument("--rollouts", type=int, default=4, help="guided answers per trace for the trajectory reward")
-    ap.add_argument("--steps", type=int, default=2000, help="optimizer steps per PRM")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rollout-traces", type=int, default=2000,
+                    help="compute the trajectory reward (policy rollouts) for this many training traces "
+                         "only; the rest train the step head alone (-1: all)")
+    ap.add_argument("--steps", type=int, default=4000, help="optimizer steps per PRM")
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lambda-step", type=float, default=1.0)
     ap.add_argument("--lambda-final", type=float, default=1.0)
-    ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
+    ap.add_argument("--lm-aux", type=float, default=1.0, help="auxiliary LM loss weight on sound traces (0 = off)")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
     ap.add_argument("--variants", default="reasonflux",
                     help="which PRMs to train, in order (the first is the --out checkpoint): reasonflux "
                          "(the method), step-only (λ_final = 0), outcome (outcome-only RM)")
+    ap.add_argument("--eval-every", type=int, default=500,
+                    help="print held-out F1/AUC every this many steps while training (0 = only at the end)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    if args.eval_every < 0:
+        raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
     for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size"):
         if getattr(args, name) < 1:
             raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.rollout_traces < -1:
+        raise RfprmError(f"--rollout-traces must be >= 0 (or -1 for all), got {args.rollout_traces}")
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -83,7 +92,7 @@ def parse_args(argv=None):
                          f"got {','.join(args.variants) or 'nothing'}")
     if args.quick:
         args.n_train, args.n_val, args.n_test = 48, 24, 24
-        args.rollouts, args.steps = 2, 8
+        args.rollouts, args.steps, args.batch_size, args.rollout_traces = 2, 8, 16, -1
     return args
 
 
@@ -103,6 +112,7 @@ def label(records, args, device, work: Path, name: str):
     path = work / f"labels_{name}.jsonl"
     if args.resume and path.exists():
         return read_records(path, "labelled")
+    limit = None if args.rollout_traces < 0 else args.rollout_traces
     if args.data:
         from rfprm.encoders import NgramEncoder
         from rfprm.judges import LLMJudge
@@ -116,15 +126,33 @@ def label(records, args, device, work: Path, name: str):
                                  rollout=policy_rollout(policy, ptok, seed=args.seed, progress=True),
                                  extract_template=LLMTemplateExtractor(policy, ptok),
                                  template_prompt=guided_prompt, is_correct=world.is_correct,
-                                 n_rollouts=args.rollouts, seed=args.seed)
+                                 n_rollouts=args.rollouts, seed=args.seed, trajectory_limit=limit)
     else:
         from rfprm.labels import world_labeller
         policy_dir = resolve_path(args.policy or args.model)
         labeller = world_labeller(load_model(policy_dir, device=device), load_tokenizer(policy_dir),
-                                  n_rollouts=args.rollouts, seed=args.seed)
+                                  n_rollouts=args.rollouts, seed=args.seed, trajectory_limit=limit)
         labelled = labeller(hide_eval_fields(records))
     write_records(path, labelled)
     return labelled
+
+
+def progress_eval(args, val, test, name):
+    """A training callback printing held-out F1 / AUC every --eval-every steps: a tiny PRM
+    sits at the label variance for the first ~2,000 steps, then learns to verify quickly, and
+    this is how a user sees where a run is."""
+    if not (args.eval_every and val and test):
+        return None
+    from tqdm.auto import tqdm
+
+    def callback(step, prm):
+        if step % args.eval_every == 0 and step < args.steps:
+            prm.eval()
+            r = evaluate_prm(prm, val, test)
+            prm.train()
+            tqdm.write(f"{name} step {step}: held-out F1 {r['f1']:.1f}, step AUC {r['auc']:.1f} "
+                       f"(threshold {r['threshold']:.3f})")
+    return callback
 
 
 def print_table(results: dict):
@@ -179,7 +207,8 @@ def main(argv=None):
     for i, (name, (records, s)) in enumerate(runs.items()):
         run_dir = work / f"run_{i}"
         prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
-                              resume=args.resume and (run_dir / "train_state").exists(), desc=name)
+                              resume=args.resume and (run_dir / "train_state").exists(), desc=name,
+                              callback=progress_eval(args, val, test, name))
         if val and test:
             results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
         prm.save(out if i == 0 else work / f"baseline_{i}")

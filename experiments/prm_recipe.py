@@ -40,13 +40,18 @@ ap.add_argument("--slip-p", type=float, default=0.5, help="careless: each step s
 ap.add_argument("--extra-layers", type=int, default=0, help="decoder layers added on top of the LM (zero-init outputs)")
 ap.add_argument("--freeze", action="store_true", help="train only the extra layers and the head")
 ap.add_argument("--binary", action="store_true", help="targets = judge quality >= 0.99 (not fused)")
+ap.add_argument("--token-aux", type=float, default=0.0,
+                help="weight of the token-surprise target (needs --extra-layers >= 2 and --freeze)")
+ap.add_argument("--surprise-cap", type=float, default=6.0, help="token surprise (nats) is clipped here, then /cap")
+ap.add_argument("--device", default="cpu")
+ap.add_argument("--n-test", type=int, default=400)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 mix = parse_mix(a.mix) if a.mix else DEFAULT_MIX
 used = set(held_out_texts())
 train = world.make_traces(a.n_train, 1, mix=mix, exclude=frozenset(used)); used |= {r["problem"] for r in train}
 val = world.make_traces(200, 2, exclude=frozenset(used)); used |= {r["problem"] for r in val}
-test = world.make_traces(400, 3, exclude=frozenset(used)); used |= {r["problem"] for r in test}
+test = world.make_traces(a.n_test, 3, exclude=frozenset(used)); used |= {r["problem"] for r in test}
 def careless(n, seed, exclude):
     import random
     from rfprm.world.problems import solve
@@ -103,5 +108,52 @@ def cb(step, prm):
         prm.eval(); r = evaluate_prm(prm, val, test); prm.train()
         print(f"step {step} {time.time()-t0:.0f}s F1 {r['f1']:.1f} flawed {r['flawed_acc']:.1f} "
               f"flawless {r['flawless_acc']:.1f} AUC {r['auc']:.1f} th {r['threshold']:.3f}", flush=True)
+lm = lm.to(a.device)
 spec = PRMTrainSpec(steps=a.steps, batch_size=a.batch_size, lr=a.lr, lm_aux=a.lm_aux, lambda_final=0.0, ckpt_every=0)
-train_prm_model(lm, tok, lab, spec, a.layout, callback=cb, desc="prm")
+if not a.token_aux:
+    train_prm_model(lm, tok, lab, spec, a.layout, callback=cb, desc="prm")
+    sys.exit()
+# Token-surprise auxiliary: the frozen LM's own surprise -log p(x_p | x_<p) at every token is a
+# target for a probe on the FIRST extra layer's output at p. That layer can read the LM's
+# prediction at p-1 (attention sees the layer below) and the token at p, so the target is
+# computable there; the next extra layer can then gather the flags of a step at its <extra_0>.
+import random
+import torch.nn.functional as F
+from rfprm.kernels import rms_norm
+from rfprm.prm import PRM, prm_loss
+from rfprm.prm_layout import collate, prm_examples
+from rfprm.trainer import TrainConfig, train
+assert a.freeze and a.extra_layers >= 2
+n_trunk = lm.cfg.num_hidden_layers - a.extra_layers
+norm_w, eps = lm.model.norm.weight.detach().clone(), lm.cfg.rms_norm_eps
+torch.manual_seed(0)
+prm = PRM.from_lm(lm, tok, layout=a.layout)
+prm.tok_probe = torch.nn.Linear(lm.cfg.hidden_size, 1).to(a.device)
+examples = prm_examples(prm.tok, lab, a.layout, prm.max_len, prm.response_as_step)
+pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
+def batch_at(step, micro):
+    rng = random.Random(step * 101 + micro)
+    return collate([examples[rng.randrange(len(examples))] for _ in range(a.batch_size)], pad)
+def loss_fn(prm, batch):
+    batch = batch.to(prm.device); m = prm.model; ids = batch.input_ids
+    B, T = ids.shape
+    cos, sin = m.rope(torch.arange(T, device=ids.device).expand(B, T))
+    with torch.no_grad():
+        x = m.embed_tokens(ids)
+        for layer in m.layers[:n_trunk]:
+            x = layer(x, cos, sin, None, None)
+        logp = F.log_softmax((rms_norm(x[:, :-1], norm_w, eps) @ m.embed_tokens.weight.t()).float(), -1)
+        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)          # surprise of token p+1
+        target = nll.clamp(max=a.surprise_cap) / a.surprise_cap
+        valid = (ids[:, 1:] != pad) & (ids[:, 1:] != prm.tok.step_id) & (ids[:, :-1] != prm.tok.step_id)
+    h = x
+    for i, layer in enumerate(m.layers[n_trunk:]):
+        h = layer(h, cos, sin, None, None)
+        if i == 0:
+            probe = prm.tok_probe(h[:, 1:]).squeeze(-1).float()
+    loss, metrics = prm_loss(prm, batch, 1.0, 0.0, m.norm(h))
+    tok_loss = ((probe - target).square() * valid).sum() / valid.sum()
+    metrics["tok"] = tok_loss.item()
+    return loss + a.token_aux * tok_loss, metrics
+cfg = TrainConfig(steps=a.steps, lr=a.lr, warmup=min(30, a.steps // 5), ckpt_every=0, log_every=10)
+train(prm, loss_fn, batch_at, cfg, desc="prm", callback=cb)

@@ -312,9 +312,12 @@ def policy_rollout(model, tok, temperature: float = 1.0, max_new_tokens: int = 2
 def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_template=None,
                   template_prompt=None, is_correct=None, n_rollouts: int = 8, tau: float = 0.1,
                   n_negatives: int = 8, seed: int = 0, cos_map: str = "clamp", pair_by: str = "tail",
-                  fusion_temperature: float = 1.0, progress: bool = True) -> list[dict]:
+                  fusion_temperature: float = 1.0, progress: bool = True,
+                  trajectory_limit: int | None = None) -> list[dict]:
     """Copies of `records` with `step_rewards` (fused, one per thinking step),
-    `trajectory_reward` (omitted when rollout is None) and `label_parts` ({"alignment",
+    `trajectory_reward` (omitted when rollout is None, and past the first `trajectory_limit`
+    records when that is given: rollouts cost far more than step labels, and the PRM loss
+    leaves a missing trajectory target out) and `label_parts` ({"alignment",
     "quality", "coherence"}: the three components, for inspection).
 
     Coherence negatives for record i are steps of the other records. Every distinct text is
@@ -338,6 +341,8 @@ def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_
     if len(records) < 2:
         raise RfprmError("label_records: coherence needs at least 2 traces (its negatives are "
                          "steps of other traces)")
+    if trajectory_limit is not None and int(trajectory_limit) < 0:
+        raise RfprmError(f"label_records: trajectory_limit must be >= 0, got {trajectory_limit}")
     cos_to_unit(0.0, cos_map)  # check the names before any work
     encoder = CachedEncoder(encoder)
 
@@ -361,8 +366,9 @@ def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_
 
     quality = _judge_many(judge, [(r["problem"], thinking, r["response"])
                                   for r, (thinking, _) in zip(records, steps)], progress=progress)
-    traj = (trajectory_rewards(records, rollout, extract_template, template_prompt, is_correct,
-                               n=n_rollouts) if rollout is not None else None)
+    n_traj = len(records) if trajectory_limit is None else min(int(trajectory_limit), len(records))
+    traj = (trajectory_rewards(records[:n_traj], rollout, extract_template, template_prompt, is_correct,
+                               n=n_rollouts) if rollout is not None and n_traj > 0 else None)
 
     out = []
     for i, r in enumerate(records):
@@ -370,7 +376,7 @@ def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_
         coh = _coherence_from(coh_plans[i], rows, tau)
         labelled = dict(r)
         labelled["step_rewards"] = fuse(align, quality[i], coh, fusion_temperature)
-        if traj is not None:
+        if traj is not None and i < len(traj):
             labelled["trajectory_reward"] = traj[i]
         labelled["label_parts"] = {"alignment": align, "quality": quality[i], "coherence": coh}
         out.append(labelled)

@@ -34,6 +34,7 @@ from .prm_layout import collate, prm_examples
 from .trainer import TrainConfig, train
 
 EVAL_ONLY_FIELDS = ("teacher", "first_error")
+BUCKET = 8   # batches drawn together and sorted by length (see batch_at)
 
 
 @dataclass
@@ -96,6 +97,32 @@ def make_loss(spec: PRMTrainSpec):
     return loss_fn
 
 
+def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: int, pad_id: int,
+                     grad_accum: int = 1, bucket: int = BUCKET):
+    """-> batch_at(step, micro) -> (PRMBatch, sound rows), a pure function of its arguments (the
+    resumable trainer's contract), with length bucketing: `bucket` batches' worth of examples is
+    drawn at once (seeded by the group index), sorted by length and cut into batches, which the
+    group's draws take in a shuffled order. A batch then pads to about its own length instead of
+    the longest of 16-32 random traces (world traces: 123 tokens a row instead of 167, so a step
+    costs about a quarter less). Each micro-batch is one draw, so accumulation works too."""
+    if batch_size < 1 or bucket < 1 or grad_accum < 1:
+        raise RfprmError(f"bucketed_batches: batch_size, grad_accum and bucket must be >= 1, "
+                         f"got {batch_size}, {grad_accum}, {bucket}")
+    if not examples:
+        raise RfprmError("no training examples")
+
+    def batch_at(step: int, micro: int):
+        group, k = divmod(step * grad_accum + micro, bucket)
+        rng = random.Random(seed * 1_000_003 + group)
+        idx = sorted((rng.randrange(len(examples)) for _ in range(batch_size * bucket)),
+                     key=lambda i: len(examples[i].ids))
+        order = list(range(bucket))
+        rng.shuffle(order)   # long and short batches in no fixed order
+        idx = idx[order[k] * batch_size:(order[k] + 1) * batch_size]
+        return collate([examples[i] for i in idx], pad_id), torch.tensor([sound[i] for i in idx])
+    return batch_at
+
+
 def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layout: str = "rfprm",
                     out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM",
                     callback=None) -> PRM:
@@ -107,15 +134,10 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
         raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
-
-    def batch_at(step: int, micro: int):
-        rng = random.Random(spec.seed * 1_000_003 + step * 101 + micro)
-        idx = [rng.randrange(len(examples)) for _ in range(spec.batch_size)]
-        return collate([examples[i] for i in idx], pad), torch.tensor([sound[i] for i in idx])
-
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
+    batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum)
     train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc, callback=callback)
     return prm.eval()
 

@@ -315,3 +315,24 @@ def test_bad_input_is_named(traces):
     with pytest.raises(RfprmError, match="no step different"):
         coherence_scores(["a"], ["a", "a "], NgramEncoder(), problem="p")
     assert label([], progress=False) == []
+
+
+def test_trajectory_limit_rolls_out_only_the_first_records(traces):
+    from rfprm.labels import label_records
+    from rfprm.encoders import NgramEncoder
+    seen = []
+
+    def rollout(prompts, n):
+        seen.extend(prompts)
+        return ["\\boxed{1}"] * (len(prompts) * n)
+    kw = dict(judge=world.judge_step, encoder=NgramEncoder(), rollout=rollout,
+              extract_template=world.extract_template, template_prompt=world.template_prompt,
+              is_correct=world.is_correct, n_rollouts=2, progress=False)
+    out = label_records(traces[:6], trajectory_limit=2, **kw)
+    assert len(seen) == 2
+    assert ["trajectory_reward" in r for r in out] == [True, True, False, False, False, False]
+    full = label_records(traces[:6], **kw)
+    assert [r["step_rewards"] for r in out] == [r["step_rewards"] for r in full]   # steps unchanged
+    assert len(label_records(traces[:6], trajectory_limit=0, **kw)) == 6
+    with pytest.raises(RfprmError, match="trajectory_limit"):
+        label_records(traces[:6], trajectory_limit=-1, **kw)

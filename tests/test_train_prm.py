@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import rfprm
 from rfprm.evaluate import choose_threshold, first_below, processbench_f1, step_auc
@@ -56,6 +57,8 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--model", "/nonexistent"], "no such directory"),
     (["--resume"], "--resume needs"),
     (["--variants", "reasonflux,bogus"], "--variants"),
+    (["--rollout-traces", "-2"], "--rollout-traces"),
+    (["--eval-every", "-1"], "--eval-every"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -72,3 +75,27 @@ def test_bad_data_file_is_named(quick_policy, tmp_path):
                           "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and f"{data}:2" in res.stderr and "trajectory" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_bucketed_batches_are_pure_and_cover_each_group(quick_policy):
+    from rfprm import world
+    from rfprm.prm import PRM
+    from rfprm.prm_train import bucketed_batches
+    prm = PRM.from_lm(rfprm.load_model(quick_policy), rfprm.load_tokenizer(quick_policy))
+    examples = prm.examples(world.make_traces(64, 0))
+    sound = [i % 2 == 0 for i in range(len(examples))]
+    batch_at = bucketed_batches(examples, sound, batch_size=4, seed=3, pad_id=0, bucket=4)
+    a, sa = batch_at(5, 0)
+    b, sb = batch_at(5, 0)
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(sa, sb)      # pure
+    # one group = 4 steps: their batches are the group's 16 draws sorted by length, cut in 4,
+    # so the batches' length ranges do not overlap (the trajectory marker is a row's last token)
+    spans = sorted((int(lens.min()), int(lens.max())) for lens in
+                   (batch_at(s, 0)[0].trajectory_cols + 1 for s in range(4, 8)))
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
+    assert len({batch_at(s, 0)[0].input_ids.shape[1] for s in range(4, 8)}) > 1
+    # accumulation: micro-batches of one step are distinct draws
+    acc = bucketed_batches(examples, sound, 4, 3, 0, grad_accum=2, bucket=4)
+    assert torch.equal(acc(2, 1)[0].input_ids, batch_at(5, 0)[0].input_ids)
+    with pytest.raises(rfprm.RfprmError):
+        bucketed_batches([], [], 4, 0, 0)
