@@ -5,14 +5,16 @@ labelled (fused step rewards + template-guided trajectory reward from `tiny-poli
 trained from tiny-policy's weights, its threshold is chosen on validation traces, and it is
 evaluated on held-out traces. `--variants` adds the baselines trained the same way: an
 outcome-only reward model and the step-only ablation (λ_final = 0). Results go to a new
-directory under runs/. A tiny PRM needs about 1,500 steps before it starts to verify
-arithmetic (the loss sits at the label variance until then), so one variant takes about 15
-minutes on one CPU thread.
+directory under runs/. A tiny PRM sits at the label variance for 2,500-3,500 steps of 32
+traces before it learns to verify arithmetic, then climbs fast; `--eval-every` prints where a
+run is. One variant of the default 5,000 steps runs at 3-4 steps/s on two free cores (about
+half an hour), 66 minutes when three variants share two cores; the trajectory term delays the jump, so the shipped tiny-prm was trained
+in two stages (the step-only variant, then `--init-prm` it with the full loss; see its README).
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
     python train_prm.py --quick                           # a one-minute version
-    python train_prm.py --out rfprm/checkpoints/tiny-prm  # rebuild the shipped tiny-prm
+    python train_prm.py --init-prm DIR --steps 1000 --lr 5e-4   # a second stage from a trained PRM
     python train_prm.py --model DIR --data traces.jsonl   # real checkpoints and data
 
 With --data, traces that carry `step_rewards` are used as they are; others are labelled with
@@ -40,6 +42,8 @@ from rfprm.tokenizer import load_tokenizer
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny-policy", help="LM whose backbone starts the PRM (dir or shipped name)")
+    ap.add_argument("--init-prm", help="start the PRM from this PRM checkpoint's weights instead of "
+                                       "--model's backbone (a second training stage)")
     ap.add_argument("--policy", help="policy for template-guided rollouts (default: --model)")
     ap.add_argument("--judge", help="--data only: local instruct model rating steps (default: --model)")
     ap.add_argument("--data", help="JSONL traces to train on (default: the built-in world)")
@@ -62,12 +66,14 @@ def parse_args(argv=None):
     ap.add_argument("--rollout-traces", type=int, default=2000,
                     help="compute the trajectory reward (policy rollouts) for this many training traces "
                          "only; the rest train the step head alone (-1: all)")
-    ap.add_argument("--steps", type=int, default=4000, help="optimizer steps per PRM")
+    ap.add_argument("--steps", type=int, default=5000, help="optimizer steps per PRM")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--bucket", type=int, default=8,
+                    help="batches drawn together and sorted by length, to pad less (1 = plain random batches)")
     ap.add_argument("--lambda-step", type=float, default=1.0)
     ap.add_argument("--lambda-final", type=float, default=1.0)
-    ap.add_argument("--lm-aux", type=float, default=1.0, help="auxiliary LM loss weight on sound traces (0 = off)")
+    ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
     ap.add_argument("--variants", default="reasonflux",
                     help="which PRMs to train, in order (the first is the --out checkpoint): reasonflux "
@@ -78,7 +84,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.eval_every < 0:
         raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
-    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size"):
+    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket"):
         if getattr(args, name) < 1:
             raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.rollout_traces < -1:
@@ -185,6 +191,8 @@ def main(argv=None):
         check_writable(args.json)
     t0 = time.time()
     init_dir = resolve_path(args.model)
+    if args.init_prm:
+        args.init_prm = str(resolve_path(args.init_prm))   # a missing one fails now, not after labelling
     tok = load_tokenizer(init_dir)
     lm = load_model(init_dir, device=args.device)
     if args.data:
@@ -194,10 +202,10 @@ def main(argv=None):
     else:
         train, val, test = world_splits(args)
     work.mkdir(parents=True, exist_ok=True)
-    labelled = train if all("step_rewards" in r and "trajectory_reward" in r for r in train) \
+    labelled = train if all("step_rewards" in r for r in train) \
         else label(train, args, args.device, work, "train")
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux,
+                        lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
                         bf16=args.device.startswith("cuda"))
     variants = {"reasonflux": lambda: (labelled, spec),
                 "step-only": lambda: (labelled, PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0})),
@@ -208,7 +216,7 @@ def main(argv=None):
         run_dir = work / f"run_{i}"
         prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
                               resume=args.resume and (run_dir / "train_state").exists(), desc=name,
-                              callback=progress_eval(args, val, test, name))
+                              callback=progress_eval(args, val, test, name), init_prm=args.init_prm)
         if val and test:
             results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
         prm.save(out if i == 0 else work / f"baseline_{i}")

@@ -3,6 +3,7 @@
     python experiments/prm_recipe.py --steps 3000 --mix sloppy=0.5,clean=0.2,lucky=0.15,wandering=0.15
     python experiments/prm_recipe.py --careless 0.5                  # an error-dense pool
     python experiments/prm_recipe.py --extra-layers 3 --freeze --lm-aux 0 --lr 2e-3
+    python experiments/prm_recipe.py --extra-layers 2 --freeze --lm-aux 0 --token-aux 1 --device cuda
 
 Step-only training (no rollouts: lambda_final = 0) on world traces labelled with the fused step
 labels, evaluated every --every steps on 400 held-out traces (threshold chosen on 200
@@ -10,8 +11,12 @@ validation traces). Options: the training mix; replacing a share of the pool by 
 traces (every step slips with --slip-p, later steps compute from the written values: an
 error-dense pool, not one of the world's teachers); fresh decoder layers on top of the LM
 (output projections zero-initialised, so the PRM starts as the LM plus a head); freezing the
-LM's own layers. Not a test; it prints one line per evaluation so recipes can be compared by
-their curves. What each run printed is in the README ("What is known about why").
+LM's own layers; a token-surprise probe (--token-aux: the frozen LM's -log p of every token is
+the target of a linear probe on the first fresh layer, which can see the LM's prediction one
+position back, so that the next layer can gather a step's flags at its marker). Not a test;
+it prints one line per evaluation so recipes can be compared by their curves. What each run
+printed is in the README ("How the recipe was found"); the GPU sweeps there ran before
+training batches were length-bucketed (--bucket 1 comes closest to them).
 """
 import argparse, sys, time
 from pathlib import Path
@@ -44,6 +49,7 @@ ap.add_argument("--token-aux", type=float, default=0.0,
                 help="weight of the token-surprise target (needs --extra-layers >= 2 and --freeze)")
 ap.add_argument("--surprise-cap", type=float, default=6.0, help="token surprise (nats) is clipped here, then /cap")
 ap.add_argument("--device", default="cpu")
+ap.add_argument("--bucket", type=int, default=8, help="batches drawn together and sorted by length (1 = random)")
 ap.add_argument("--n-test", type=int, default=400)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
@@ -109,7 +115,8 @@ def cb(step, prm):
         print(f"step {step} {time.time()-t0:.0f}s F1 {r['f1']:.1f} flawed {r['flawed_acc']:.1f} "
               f"flawless {r['flawless_acc']:.1f} AUC {r['auc']:.1f} th {r['threshold']:.3f}", flush=True)
 lm = lm.to(a.device)
-spec = PRMTrainSpec(steps=a.steps, batch_size=a.batch_size, lr=a.lr, lm_aux=a.lm_aux, lambda_final=0.0, ckpt_every=0)
+spec = PRMTrainSpec(steps=a.steps, batch_size=a.batch_size, lr=a.lr, lm_aux=a.lm_aux, lambda_final=0.0,
+                    ckpt_every=0, bucket=a.bucket)
 if not a.token_aux:
     train_prm_model(lm, tok, lab, spec, a.layout, callback=cb, desc="prm")
     sys.exit()

@@ -3,8 +3,9 @@
 The three kinds (../shared/design.md, "Data"):
     problem    {"problem": str, "answer": str}
     trace      {"problem", "trajectory", "response", "answer"?}
-    labelled   a trace plus "step_rewards": [float], one per thinking step, and
-               "trajectory_reward": float, both in [0, 1]
+    labelled   a trace plus "step_rewards": [float], one per thinking step, and usually
+               "trajectory_reward": float, both in [0, 1] (a record without it trains the
+               step head only: rollouts may be run for part of a pool)
 
 Notable choices:
 - Every bad line is one RfprmError naming the file, the line and the field at fault
@@ -176,9 +177,8 @@ def _check_trace(rec: dict, kind: str) -> None:
     if not rec["response"].strip():
         raise _Bad("trajectory without a response: field 'response' is empty")
     if kind == "labelled":
-        for key in ("step_rewards", "trajectory_reward"):
-            if key not in rec:
-                raise _Bad(f"missing field {key!r}")
+        if "step_rewards" not in rec:
+            raise _Bad("missing field 'step_rewards'")
     if "step_rewards" in rec:
         rewards = rec["step_rewards"]
         if not isinstance(rewards, list):

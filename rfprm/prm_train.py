@@ -34,7 +34,7 @@ from .prm_layout import collate, prm_examples
 from .trainer import TrainConfig, train
 
 EVAL_ONLY_FIELDS = ("teacher", "first_error")
-BUCKET = 8   # batches drawn together and sorted by length (see batch_at)
+BUCKET = 8   # batches drawn together and sorted by length (see bucketed_batches)
 
 
 @dataclass
@@ -50,6 +50,7 @@ class PRMTrainSpec:
     bf16: bool = False
     gradient_checkpointing: bool = False
     ckpt_every: int = 100
+    bucket: int = BUCKET          # batches drawn together and sorted by length (1 = plain random batches)
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -125,10 +126,23 @@ def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: i
 
 def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layout: str = "rfprm",
                     out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM",
-                    callback=None) -> PRM:
-    """A step-head PRM from `init_lm`'s backbone, trained on labelled trace records."""
+                    callback=None, init_prm: str | Path | None = None) -> PRM:
+    """A step-head PRM from `init_lm`'s backbone, trained on labelled trace records.
+    `init_prm`: a PRM checkpoint whose weights (backbone and step head) the PRM starts from
+    instead, for a two-stage recipe (e.g. the step head first, then the trajectory term)."""
     torch.manual_seed(spec.seed)
     prm = PRM.from_lm(init_lm, tok, layout=layout)
+    if init_prm is not None:
+        from .prm import load_prm
+        try:
+            start = load_prm(init_prm, device=str(prm.device))
+        except RfprmError as e:
+            raise RfprmError(f"--init-prm: {e}") from None
+        mine, theirs = prm.state_dict(), start.state_dict()
+        if start.head != "step" or {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
+            raise RfprmError(f"--init-prm {init_prm}: expected a step-head PRM with the same "
+                             f"tensors as the model ({start.describe()})")
+        prm.load_state_dict(theirs)
     examples = prm_examples(prm.tok, labelled, layout, prm.max_len, prm.response_as_step)
     sound = [_sound(r) for r in labelled]
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
@@ -137,7 +151,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
-    batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum)
+    batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
     train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc, callback=callback)
     return prm.eval()
 

@@ -133,7 +133,6 @@ BAD = [  # (kind, line, message after "FILE:1: ")
     ("problem", {"problem": "p"}, "missing field 'answer'"),
     ("trace", drop(TRACE, "trajectory"), "missing field 'trajectory'"),
     ("labelled", drop(LABELLED, "step_rewards"), "missing field 'step_rewards'"),
-    ("labelled", drop(LABELLED, "trajectory_reward"), "missing field 'trajectory_reward'"),
     ("trace", {**TRACE, "problem": ["p"]}, "field 'problem': expected a string, got list"),
     ("trace", {**TRACE, "problem": "  "}, "field 'problem' is empty"),
     ("problem", {"problem": "p", "answer": None}, "field 'answer': expected a string or a number, got null"),
@@ -251,3 +250,11 @@ def test_write_records_keeps_unicode_readable(tmp_path):
     write_records(path, [{"problem": "√2 ≈ 1.41", "answer": "1.41"}])
     assert "√2" in path.read_text(encoding="utf-8")
     assert read_records(path, "problem")[0]["problem"] == "√2 ≈ 1.41"
+
+
+def test_labelled_record_may_lack_the_trajectory_reward(tmp_path):
+    # rollouts may be run for part of a pool only; such records train the step head alone
+    path = tmp_path / "l.jsonl"
+    path.write_text(json.dumps(drop(LABELLED, "trajectory_reward")) + "\n")
+    (rec,) = read_records(path, "labelled")
+    assert "trajectory_reward" not in rec and rec["step_rewards"] == LABELLED["step_rewards"]

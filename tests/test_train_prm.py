@@ -59,6 +59,7 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--variants", "reasonflux,bogus"], "--variants"),
     (["--rollout-traces", "-2"], "--rollout-traces"),
     (["--eval-every", "-1"], "--eval-every"),
+    (["--init-prm", "/nonexistent"], "no such directory"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -99,3 +100,23 @@ def test_bucketed_batches_are_pure_and_cover_each_group(quick_policy):
     assert torch.equal(acc(2, 1)[0].input_ids, batch_at(5, 0)[0].input_ids)
     with pytest.raises(rfprm.RfprmError):
         bucketed_batches([], [], 4, 0, 0)
+
+
+def test_init_prm_starts_from_a_trained_prm(quick_policy, tmp_path):
+    from rfprm import world
+    from rfprm.labels import world_labeller
+    from rfprm.prm_train import PRMTrainSpec, train_prm_model
+    lm, tok = rfprm.load_model(quick_policy), rfprm.load_tokenizer(quick_policy)
+    recs = world_labeller(None)(world.make_traces(16, 0), progress=False)
+    first = train_prm_model(lm, tok, recs, PRMTrainSpec(steps=3, batch_size=4, lr=1e-2, lm_aux=0, ckpt_every=0))
+    first.save(tmp_path / "a")
+    # a near-zero learning rate: the second stage must end where the first one left off
+    second = train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lr=1e-12, lm_aux=0, ckpt_every=0),
+                             init_prm=tmp_path / "a")
+    fresh = train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lr=1e-12, lm_aux=0, ckpt_every=0))
+    a, b, c = first.state_dict(), second.state_dict(), fresh.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not torch.allclose(a["score.2.weight"], c["score.2.weight"])
+    with pytest.raises(rfprm.RfprmError, match="init-prm"):
+        train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lm_aux=0, ckpt_every=0),
+                        init_prm=quick_policy)
