@@ -8,8 +8,9 @@ outcome-only reward model and the step-only ablation (λ_final = 0). Results go 
 directory under runs/. A tiny PRM sits at the label variance for 2,500-3,500 steps of 32
 traces before it learns to verify arithmetic, then climbs fast; `--eval-every` prints where a
 run is. One variant of the default 5,000 steps runs at 3-4 steps/s on two free cores (about
-half an hour), 66 minutes when three variants share two cores; the trajectory term delays the jump, so the shipped tiny-prm was trained
-in two stages (the step-only variant, then `--init-prm` it with the full loss; see its README).
+half an hour), 66 minutes when three variants share two cores. The trajectory term delays the
+jump, so the shipped tiny-prm was trained in two stages (the step-only variant, then
+`--init-prm` from it with the full loss; see its README).
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines

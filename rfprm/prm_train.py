@@ -29,7 +29,7 @@ import torch
 from .errors import RfprmError
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
-from .prm import PRM, prm_loss
+from .prm import PRM, load_prm, prm_loss
 from .prm_layout import collate, prm_examples
 from .trainer import TrainConfig, train
 
@@ -133,7 +133,6 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     torch.manual_seed(spec.seed)
     prm = PRM.from_lm(init_lm, tok, layout=layout)
     if init_prm is not None:
-        from .prm import load_prm
         try:
             start = load_prm(init_prm, device=str(prm.device))
         except RfprmError as e:
