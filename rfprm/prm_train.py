@@ -104,8 +104,8 @@ def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: i
     resumable trainer's contract), with length bucketing: `bucket` batches' worth of examples is
     drawn at once (seeded by the group index), sorted by length and cut into batches, which the
     group's draws take in a shuffled order. A batch then pads to about its own length instead of
-    the longest of 16-32 random traces (world traces: 123 tokens a row instead of 167, so a step
-    costs about a quarter less). Each micro-batch is one draw, so accumulation works too."""
+    the longest of 16-32 random traces (on world traces a step costs about a quarter less).
+    Each micro-batch is one draw, so accumulation works too."""
     if batch_size < 1 or bucket < 1 or grad_accum < 1:
         raise RfprmError(f"bucketed_batches: batch_size, grad_accum and bucket must be >= 1, "
                          f"got {batch_size}, {grad_accum}, {bucket}")
