@@ -40,7 +40,7 @@ from rfprm.tokenizer import load_tokenizer
 
 SCORED_FIELDS = ("problem", "trajectory", "response")   # all a scorer ever sees of a trace
 # flag: (default, --quick value); None means "not given", so --quick fills only unset flags
-SIZES = {"pool": (1000, 48), "k": (200, 12), "seeds": (3, 2), "sft_steps": (150, 8),
+SIZES = {"pool": (4000, 48), "k": (1000, 12), "seeds": (3, 2), "sft_steps": (400, 8),
          "sft_batch_size": (16, 8), "eval_problems": (200, 16)}
 
 
@@ -67,7 +67,7 @@ def parse_args(argv=None):
                                               f"(default {SIZES['seeds'][0]})")
     ap.add_argument("--sft-steps", type=int, help=f"--sft: optimizer steps per student (default {SIZES['sft_steps'][0]})")
     ap.add_argument("--sft-batch-size", type=int, help=f"default {SIZES['sft_batch_size'][0]}")
-    ap.add_argument("--lr", type=float, default=1e-3, help="--sft: student learning rate")
+    ap.add_argument("--lr", type=float, default=2e-3, help="--sft: student learning rate")
     ap.add_argument("--eval-problems", type=int, help="--sft: reserved held-out world problems "
                                                       f"(default {SIZES['eval_problems'][0]}, at most {EVAL_RESERVE})")
     ap.add_argument("--eval-data", help="--sft: JSONL problems {problem, answer} to evaluate on instead")

@@ -5,17 +5,23 @@ labelled (fused step rewards + template-guided trajectory reward from `tiny-poli
 trained from tiny-policy's weights, its threshold is chosen on validation traces, and it is
 evaluated on held-out traces. `--variants` adds the baselines trained the same way: an
 outcome-only reward model and the step-only ablation (λ_final = 0). Results go to a new
-directory under runs/. A tiny PRM sits at the label variance for 2,500-3,500 steps of 32
-traces before it learns to verify arithmetic, then climbs fast; `--eval-every` prints where a
-run is. One variant of the default 5,000 steps runs at 3-4 steps/s on two free cores (about
-half an hour), 66 minutes when three variants share two cores. The trajectory term delays the
-jump, so the shipped tiny-prm was trained in two stages (the step-only variant, then
-`--init-prm` from it with the full loss; see its README).
+directory under runs/.
+
+The PRM trains in two stages (the recipe of the shipped tiny-prm). A tiny PRM sits at the label
+variance for 2,500-3,500 steps of 32 traces before it learns to verify arithmetic, and the
+trajectory term delays that jump by another ~1,000 steps; so the first stage (--steps, 5,000)
+trains the step loss alone, and the second (--second-stage-steps, 1,000, at --second-stage-lr)
+adds the trajectory term with λ_final = 0.25. The first stage is exactly the step-only
+ablation, which `--variants ...,step-only` then evaluates without training it twice.
+`--eval-every` prints where a run is. The stages run at 3-4 steps/s on two free cores (about
+half an hour); with other jobs on the machine, pass --threads 1.
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
     python train_prm.py --quick                           # a one-minute version
-    python train_prm.py --init-prm DIR --steps 1000 --lr 5e-4   # a second stage from a trained PRM
+    python train_prm.py --init-prm DIR --steps 1000 --lr 5e-4 --second-stage-steps 0
+                                                          # one more stage from a trained PRM
+    python train_prm.py --policy-problems 2000            # also train on the policy's own samples
     python train_prm.py --model DIR --data traces.jsonl   # real checkpoints and data
 
 With --data, traces that carry `step_rewards` are used as they are; others are labelled with
@@ -36,6 +42,7 @@ from rfprm.checkpoint import load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
 from rfprm.paths import resolve_path
+from rfprm.prm import load_prm
 from rfprm.prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
 from rfprm.tokenizer import load_tokenizer
 
@@ -67,13 +74,26 @@ def parse_args(argv=None):
     ap.add_argument("--rollout-traces", type=int, default=2000,
                     help="compute the trajectory reward (policy rollouts) for this many training traces "
                          "only; the rest train the step head alone (-1: all)")
-    ap.add_argument("--steps", type=int, default=5000, help="optimizer steps per PRM")
+    ap.add_argument("--policy-problems", type=int, default=0,
+                    help="world: also train on the policy's own samples for this many fresh problems "
+                         "(labelled like the teacher traces), so that the PRM sees the mistakes it will "
+                         "judge in Best-of-N; 0 = teacher traces only")
+    ap.add_argument("--policy-samples", type=int, default=8,
+                    help="samples per problem for --policy-problems (distinct traces are kept)")
+    ap.add_argument("--steps", type=int, default=5000,
+                    help="optimizer steps per PRM (for reasonflux with a second stage: its first stage)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--second-stage-steps", type=int, default=1000,
+                    help="reasonflux: train --steps with the step loss alone (λ_final = 0), then this many "
+                         "steps with the full loss from there; 0 = one stage with the full loss throughout")
+    ap.add_argument("--second-stage-lr", type=float, default=5e-4, help="peak learning rate of the second stage")
     ap.add_argument("--bucket", type=int, default=8,
                     help="batches drawn together and sorted by length, to pad less (1 = plain random batches)")
     ap.add_argument("--lambda-step", type=float, default=1.0)
-    ap.add_argument("--lambda-final", type=float, default=1.0)
+    ap.add_argument("--lambda-final", type=float, default=0.25,
+                    help="weight of the trajectory term (method.md leaves λ open; 0.25 beat 1.0 in the "
+                         "second stage, see the README)")
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
     ap.add_argument("--variants", default="reasonflux",
@@ -85,9 +105,19 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.eval_every < 0:
         raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
-    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket"):
+    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket", "policy_samples"):
         if getattr(args, name) < 1:
             raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.second_stage_steps < 0:
+        raise RfprmError(f"--second-stage-steps must be >= 0, got {args.second_stage_steps}")
+    for name in ("lr", "second_stage_lr"):
+        if not getattr(args, name) > 0:
+            raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.policy_problems < 0:
+        raise RfprmError(f"--policy-problems must be >= 0, got {args.policy_problems}")
+    if args.policy_problems and args.data:
+        raise RfprmError("--policy-problems works on the built-in world only; with --data, add the "
+                         "policy's labelled samples to the --data file")
     if args.rollout_traces < -1:
         raise RfprmError(f"--rollout-traces must be >= 0 (or -1 for all), got {args.rollout_traces}")
     if args.seed < 0:
@@ -100,10 +130,14 @@ def parse_args(argv=None):
     if args.quick:
         args.n_train, args.n_val, args.n_test = 48, 24, 24
         args.rollouts, args.steps, args.batch_size, args.rollout_traces = 2, 8, 16, -1
+        args.second_stage_steps = min(args.second_stage_steps, 4)
+        args.policy_problems = min(args.policy_problems, 8)
     return args
 
 
-def world_splits(args) -> tuple[list[dict], list[dict], list[dict]]:
+def world_splits(args) -> tuple[list[dict], list[dict], list[dict], frozenset]:
+    """Teacher traces for training, validation and test, on distinct problems; and every
+    problem text they (and the reserved evaluation problems) use."""
     from rfprm.recipes import held_out_texts
     used = set(held_out_texts())
     splits = []
@@ -111,7 +145,23 @@ def world_splits(args) -> tuple[list[dict], list[dict], list[dict]]:
         recs = world.make_traces(n, args.seed * 10 + k, exclude=frozenset(used))
         used |= {r["problem"] for r in recs}
         splits.append(recs)
-    return tuple(splits)
+    return (*splits, frozenset(used))
+
+
+def policy_pool(args, used: frozenset) -> list[dict]:
+    """The policy's own traces on --policy-problems fresh world problems (none of the teacher
+    pools' or the reserved evaluation problems), sampled as bon.py samples."""
+    from rfprm.bon import sample_traces
+    from rfprm.recipes import MAX_NEW_TOKENS
+    policy_dir = resolve_path(args.policy or args.model)
+    policy, ptok = load_model(policy_dir, device=args.device), load_tokenizer(policy_dir)
+    problems = [{"problem": p.text, "answer": p.answer}
+                for p in world.make_problems(args.policy_problems, args.seed * 10 + 3, exclude=used)]
+    from rfprm.prm_layout import STEP_TAG
+    traces = sample_traces(policy, ptok, problems, args.policy_samples, world.problem_prompt, MAX_NEW_TOKENS,
+                           seed=args.seed + 1, progress=True)
+    # a sample that wrote the step marker itself cannot be laid out (a few in 10,000 from tiny-policy)
+    return [t for t in traces if STEP_TAG not in t["trajectory"] + t["response"]]
 
 
 def label(records, args, device, work: Path, name: str):
@@ -144,7 +194,7 @@ def label(records, args, device, work: Path, name: str):
     return labelled
 
 
-def progress_eval(args, val, test, name):
+def progress_eval(args, val, test, name, steps=None):
     """A training callback printing held-out F1 / AUC every --eval-every steps: a tiny PRM
     sits at the label variance for the first ~2,000 steps, then learns to verify quickly, and
     this is how a user sees where a run is."""
@@ -153,7 +203,7 @@ def progress_eval(args, val, test, name):
     from tqdm.auto import tqdm
 
     def callback(step, prm):
-        if step % args.eval_every == 0 and step < args.steps:
+        if step % args.eval_every == 0 and step < (steps or args.steps):
             prm.eval()
             r = evaluate_prm(prm, val, test)
             prm.train()
@@ -201,23 +251,53 @@ def main(argv=None):
         val = read_records(args.val_data, "trace", args.fields, args.skip_bad) if args.val_data else []
         test = read_records(args.test_data, "trace", args.fields, args.skip_bad) if args.test_data else []
     else:
-        train, val, test = world_splits(args)
+        train, val, test, used = world_splits(args)
     work.mkdir(parents=True, exist_ok=True)
     labelled = train if all("step_rewards" in r for r in train) \
         else label(train, args, args.device, work, "train")
+    if args.policy_problems:
+        if args.resume and (work / "labels_policy.jsonl").exists():
+            own = read_records(work / "labels_policy.jsonl", "labelled")
+        else:
+            pool = policy_pool(args, used)
+            own = label(pool, args, args.device, work, "policy") if pool else []
+        print(f"{len(own)} distinct policy traces on {args.policy_problems} problems added to "
+              f"{len(labelled)} teacher traces" + ("" if own else " (none parsed as <think>...</think> traces)"))
+        labelled = labelled + own
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
                         bf16=args.device.startswith("cuda"))
-    variants = {"reasonflux": lambda: (labelled, spec),
-                "step-only": lambda: (labelled, PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0})),
+    step_only = PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0})
+    variants = {"reasonflux": lambda: (labelled, step_only if args.second_stage_steps else spec),
+                "step-only": lambda: (labelled, step_only),
                 "outcome": lambda: (outcome_targets(labelled, world.is_correct), spec)}
     runs = {name: variants[name]() for name in args.variants}
-    results, main_prm = {}, None
+    results, main_prm, trained = {}, None, {}
     for i, (name, (records, s)) in enumerate(runs.items()):
         run_dir = work / f"run_{i}"
-        prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
-                              resume=args.resume and (run_dir / "train_state").exists(), desc=name,
-                              callback=progress_eval(args, val, test, name), init_prm=args.init_prm)
+        two_stage = name == "reasonflux" and args.second_stage_steps > 0
+        first = run_dir / "stage1"
+        if name == "step-only" and "reasonflux" in trained:
+            prm = load_prm(trained["reasonflux"])   # the reasonflux first stage is this ablation
+        elif two_stage and args.resume and (first / "config.json").exists():
+            prm = load_prm(first)                   # the first stage finished before the interruption
+        else:
+            prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
+                                  resume=args.resume and (run_dir / "train_state").exists(),
+                                  desc=name + (" (stage 1, step loss)" if two_stage else ""),
+                                  callback=progress_eval(args, val, test, name), init_prm=args.init_prm)
+        if two_stage:
+            # Two stages: the trajectory term delays the step head's late jump (README), so it is
+            # added once the step head verifies, from the first stage's weights at a lower lr.
+            prm.save(first)
+            trained["reasonflux"] = first
+            second = PRMTrainSpec(**{**spec.__dict__, "steps": args.second_stage_steps, "lr": args.second_stage_lr})
+            stage_dir = run_dir / "stage2"
+            prm = train_prm_model(lm, tok, hide_eval_fields(records), second, args.layout, out_dir=stage_dir,
+                                  resume=args.resume and (stage_dir / "train_state").exists(),
+                                  desc="reasonflux (stage 2, full loss)",
+                                  callback=progress_eval(args, val, test, "reasonflux stage 2", args.second_stage_steps),
+                                  init_prm=first)
         if val and test:
             results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
         prm.save(out if i == 0 else work / f"baseline_{i}")

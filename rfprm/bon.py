@@ -77,6 +77,32 @@ def split_completion(text: str) -> tuple[str, str] | None:
     return (trajectory, response) if trajectory and response else None
 
 
+def sample_traces(model, tok, problems: list[dict], n_samples: int, prompt: Callable[[str], str],
+                  max_new_tokens: int, temperature: float = 1.0, seed: int = 0, batch_size: int = 256,
+                  progress: bool = False) -> list[dict]:
+    """The policy's own traces: n_samples answers per {problem, answer}, kept when they parse,
+    each distinct (trajectory, response) once per problem; -> trace records {problem,
+    trajectory, response, answer}. A PRM that scores a policy's samples (Best-of-N, RL) must
+    have seen that policy's kind of mistakes, which teacher traces need not contain."""
+    from .generate import chat_complete
+    if n_samples < 1:
+        raise RfprmError(f"sample_traces: n_samples must be >= 1, got {n_samples}")
+    texts = chat_complete(model, tok, [prompt(p["problem"]) for p in problems], max_new_tokens=max_new_tokens,
+                          temperature=temperature, num_samples=n_samples, seed=seed, batch_size=batch_size,
+                          progress=progress)
+    out = []
+    for i, p in enumerate(problems):
+        seen = set()
+        for text in texts[i * n_samples:(i + 1) * n_samples]:
+            trace = split_completion(text)
+            if trace is None or trace in seen:
+                continue
+            seen.add(trace)
+            out.append({"problem": p["problem"], "trajectory": trace[0], "response": trace[1],
+                        "answer": str(p["answer"])})
+    return out
+
+
 def make_candidates(answer: str, completions: list[str]) -> list[Candidate]:
     """Candidates for one problem with gold `answer`."""
     gold = normalize_answer(answer)

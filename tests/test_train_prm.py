@@ -49,6 +49,18 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     s = prm.score("Compute 3 + 4 * 2.", "First, 4 * 2 = 8.\n\nThen 3 + 8 = 11.",
                   "4 * 2 gives 8.\n\n3 + 8 gives 11, so the answer is \\boxed{11}")
     assert len(s.steps) == 2 and 0 <= s.trajectory <= 1
+    # two stages: the step-only ablation *is* the reasonflux first stage, and the second moved on
+    first = rfprm.load_prm(work / "run_0" / "stage1").state_dict()
+    ablation = rfprm.load_prm(work / "baseline_1").state_dict()
+    assert all(torch.equal(first[k], ablation[k]) for k in first)
+    assert not torch.equal(first["score.2.weight"], prm.state_dict()["score.2.weight"])
+    # --resume of a finished run trains nothing again and ends with the same PRM
+    res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
+                          "--out", str(out), "--work", str(work), "--resume", "--eval-every", "0",
+                          "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = rfprm.load_prm(out).state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in prm.state_dict().items())
 
 
 @pytest.mark.parametrize("flags,match", [
@@ -60,6 +72,11 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--rollout-traces", "-2"], "--rollout-traces"),
     (["--eval-every", "-1"], "--eval-every"),
     (["--init-prm", "/nonexistent"], "no such directory"),
+    (["--second-stage-steps", "-1"], "--second-stage-steps must be >= 0"),
+    (["--second-stage-lr", "0"], "--second-stage-lr must be > 0"),
+    (["--policy-problems", "-1"], "--policy-problems must be >= 0"),
+    (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
+    (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -120,3 +137,29 @@ def test_init_prm_starts_from_a_trained_prm(quick_policy, tmp_path):
     with pytest.raises(rfprm.RfprmError, match="init-prm"):
         train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lm_aux=0, ckpt_every=0),
                         init_prm=quick_policy)
+
+
+def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypatch):
+    """--policy-problems: the policy's own parsed, distinct traces are labelled like the teacher
+    traces and trained on, on problems none of the teacher splits or reserved ones use."""
+    import importlib
+    import train_prm
+    generate = importlib.import_module("rfprm.generate")   # the module; rfprm.generate is the function
+    calls = []
+
+    def fake_complete(model, tok, prompts, num_samples=1, **options):   # sampling, then the rollouts
+        calls.append((len(prompts), num_samples))
+        good = "<think>\nFirst, 2 + 3 = 5.\n</think>\n\n2 + 3 gives 5, so the answer is \\boxed{5}"
+        other = "<think>\nFirst, 2 + 3 = 6.\n</think>\n\n2 + 3 gives 6, so the answer is \\boxed{6}"
+        return ([good, good, other, "no trace here \\boxed{5}"] * len(prompts) * num_samples)[:len(prompts) * num_samples]
+
+    monkeypatch.setattr(generate, "chat_complete", fake_complete)
+    work = tmp_path / "work"
+    train_prm.main(["--quick", "--model", str(quick_policy), "--policy-problems", "3", "--policy-samples", "4",
+                    "--out", str(tmp_path / "prm"), "--work", str(work), "--eval-every", "0", "--threads", "1"])
+    assert (3, 4) in calls                                 # 3 fresh problems, 4 samples each
+    own = [json.loads(line) for line in (work / "labels_policy.jsonl").read_text().splitlines()]
+    assert len(own) == 6                                   # 2 distinct parsed traces x 3 problems
+    assert all(len(r["step_rewards"]) == 1 for r in own)
+    used = set(train_prm.world_splits(train_prm.parse_args(["--quick"]))[3])
+    assert not {r["problem"] for r in own} & used
