@@ -43,6 +43,7 @@ from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
 from rfprm.paths import resolve_path
 from rfprm.prm import load_prm
+from rfprm.prm_layout import STEP_TAG
 from rfprm.prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
 from rfprm.tokenizer import load_tokenizer
 
@@ -157,7 +158,6 @@ def policy_pool(args, used: frozenset) -> list[dict]:
     policy, ptok = load_model(policy_dir, device=args.device), load_tokenizer(policy_dir)
     problems = [{"problem": p.text, "answer": p.answer}
                 for p in world.make_problems(args.policy_problems, args.seed * 10 + 3, exclude=used)]
-    from rfprm.prm_layout import STEP_TAG
     traces = sample_traces(policy, ptok, problems, args.policy_samples, world.problem_prompt, MAX_NEW_TOKENS,
                            seed=args.seed + 1, progress=True)
     # a sample that wrote the step marker itself cannot be laid out (a few in 10,000 from tiny-policy)
