@@ -272,13 +272,13 @@ def main(argv=None):
                 "step-only": lambda: (labelled, step_only),
                 "outcome": lambda: (outcome_targets(labelled, world.is_correct), spec)}
     runs = {name: variants[name]() for name in args.variants}
-    results, main_prm, trained = {}, None, {}
+    results, main_prm, first_stage = {}, None, None   # first_stage: the reasonflux stage-1 PRM's dir
     for i, (name, (records, s)) in enumerate(runs.items()):
         run_dir = work / f"run_{i}"
         two_stage = name == "reasonflux" and args.second_stage_steps > 0
         first = run_dir / "stage1"
-        if name == "step-only" and "reasonflux" in trained:
-            prm = load_prm(trained["reasonflux"])   # the reasonflux first stage is this ablation
+        if name == "step-only" and first_stage is not None:
+            prm = load_prm(first_stage)             # the reasonflux first stage is this ablation
         elif two_stage and args.resume and (first / "config.json").exists():
             prm = load_prm(first)                   # the first stage finished before the interruption
         else:
@@ -290,7 +290,7 @@ def main(argv=None):
             # Two stages: the trajectory term delays the step head's late jump (README), so it is
             # added once the step head verifies, from the first stage's weights at a lower lr.
             prm.save(first)
-            trained["reasonflux"] = first
+            first_stage = first
             second = PRMTrainSpec(**{**spec.__dict__, "steps": args.second_stage_steps, "lr": args.second_stage_lr})
             stage_dir = run_dir / "stage2"
             prm = train_prm_model(lm, tok, hide_eval_fields(records), second, args.layout, out_dir=stage_dir,
