@@ -160,7 +160,7 @@ def policy_pool(args, used: frozenset) -> list[dict]:
                 for p in world.make_problems(args.policy_problems, args.seed * 10 + 3, exclude=used)]
     traces = sample_traces(policy, ptok, problems, args.policy_samples, world.problem_prompt, MAX_NEW_TOKENS,
                            seed=args.seed + 1, progress=True)
-    # a sample that wrote the step marker itself cannot be laid out (a few in 10,000 from tiny-policy)
+    # a sample that wrote the step marker itself cannot be laid out (1 of 5,685 distinct ones here)
     return [t for t in traces if STEP_TAG not in t["trajectory"] + t["response"]]
 
 
