@@ -81,6 +81,9 @@ def parse_args(argv=None):
                          "judge in Best-of-N; 0 = teacher traces only")
     ap.add_argument("--policy-samples", type=int, default=8,
                     help="samples per problem for --policy-problems (distinct traces are kept)")
+    ap.add_argument("--policy-repeat", type=int, default=1,
+                    help="--policy-problems: put each policy trace in the training pool this many times "
+                         "(weights the policy's own mistakes against the teacher traces)")
     ap.add_argument("--steps", type=int, default=5000,
                     help="optimizer steps per PRM (for reasonflux with a second stage: its first stage)")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -106,7 +109,8 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.eval_every < 0:
         raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
-    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket", "policy_samples"):
+    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket", "policy_samples",
+                 "policy_repeat"):
         if getattr(args, name) < 1:
             raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.second_stage_steps < 0:
@@ -262,8 +266,9 @@ def main(argv=None):
             pool = policy_pool(args, used)
             own = label(pool, args, args.device, work, "policy") if pool else []
         print(f"{len(own)} distinct policy traces on {args.policy_problems} problems added to "
-              f"{len(labelled)} teacher traces" + ("" if own else " (none parsed as <think>...</think> traces)"))
-        labelled = labelled + own
+              f"{len(labelled)} teacher traces" + (f", each {args.policy_repeat} times" if args.policy_repeat > 1 else "")
+              + ("" if own else " (none parsed as <think>...</think> traces)"))
+        labelled = labelled + own * args.policy_repeat
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
                         bf16=args.device.startswith("cuda"))

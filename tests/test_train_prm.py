@@ -77,6 +77,7 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--policy-problems", "-1"], "--policy-problems must be >= 0"),
     (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
     (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
+    (["--policy-problems", "5", "--policy-repeat", "0"], "--policy-repeat must be >= 1"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -139,9 +140,11 @@ def test_init_prm_starts_from_a_trained_prm(quick_policy, tmp_path):
                         init_prm=quick_policy)
 
 
-def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypatch, repeat):
     """--policy-problems: the policy's own parsed, distinct traces are labelled like the teacher
-    traces and trained on, on problems none of the teacher splits or reserved ones use."""
+    traces and trained on (each --policy-repeat times), on problems none of the teacher splits
+    or reserved ones use."""
     import importlib
     import train_prm
     generate = importlib.import_module("rfprm.generate")   # the module; rfprm.generate is the function
@@ -154,8 +157,17 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
         return ([good, good, other, "no trace here \\boxed{5}"] * len(prompts) * num_samples)[:len(prompts) * num_samples]
 
     monkeypatch.setattr(generate, "chat_complete", fake_complete)
+    pools = []
+    real_train = train_prm.train_prm_model
+
+    def spy_train(lm, tok, records, *a, **k):
+        pools.append(records)
+        return real_train(lm, tok, records, *a, **k)
+
+    monkeypatch.setattr(train_prm, "train_prm_model", spy_train)
     work = tmp_path / "work"
     train_prm.main(["--quick", "--model", str(quick_policy), "--policy-problems", "3", "--policy-samples", "4",
+                    "--policy-repeat", str(repeat),
                     "--out", str(tmp_path / "prm"), "--work", str(work), "--eval-every", "0", "--threads", "1"])
     assert (3, 4) in calls                                 # 3 fresh problems, 4 samples each
     own = [json.loads(line) for line in (work / "labels_policy.jsonl").read_text().splitlines()]
@@ -163,3 +175,7 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
     assert all(len(r["step_rewards"]) == 1 for r in own)
     used = set(train_prm.world_splits(train_prm.parse_args(["--quick"]))[3])
     assert not {r["problem"] for r in own} & used
+    n_teacher = train_prm.parse_args(["--quick"]).n_train
+    assert pools and all(len(p) == n_teacher + repeat * len(own) for p in pools)
+    own_texts = sorted(r["trajectory"] + r["problem"] for r in own)
+    assert sorted(r["trajectory"] + r["problem"] for r in pools[0][n_teacher:]) == sorted(own_texts * repeat)
