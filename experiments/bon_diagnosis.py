@@ -11,12 +11,16 @@ Reads bon.py's samples file (with the PRM's scores in it) and prints:
 - the mean trajectory score of right and of wrong samples;
 - on problems with both right and wrong samples: how many distinct traces each side has, and
   how often the best-scoring wrong sample outscores the best-scoring right one;
+- the distinct wrong traces by their first mistake (a wrong result off in the units digit
+  only, off by a multiple of ten, otherwise off; or a no-progress step first), for all of
+  them and for the wrong samples that outscored every right one;
 - Best-of-N by mean step + α · trajectory for other α, and by the trajectory score alone,
   estimated from the stored scores exactly as bon.py does.
 Session 4's figures in the README come from this script on `tiny-prm`'s samples. Not a test.
 """
 import collections
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -58,10 +62,33 @@ traj = {ok: [r["trajectory_score"] for r in rows if r["correct"] == ok and r["tr
 print(f"mean trajectory score: right samples {statistics.fmean(traj[True]):.3f}, "
       f"wrong {statistics.fmean(traj[False]):.3f}")
 
+def first_mistake(problem: str, completion: str) -> str:
+    """How a wrong sample first goes wrong, by the world's step judge."""
+    trace = split_completion(completion)
+    if trace is None:
+        return "does not parse"
+    steps = split_steps(trace[0])
+    for step, q in zip(steps, judge_steps(problem, steps)):
+        if q == WRONG:
+            m = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", step)
+            if not m:
+                return "wrong result, unparsed"
+            a, op, b, written = int(m[1]), m[2], int(m[3]), int(m[4])
+            true = a + b if op == "+" else a - b if op == "-" else a * b
+            if written // 10 == true // 10:
+                return "wrong result, units digit"
+            if (written - true) % 10 == 0:
+                return "wrong result, off by tens"
+            return "wrong result, otherwise"
+        if q < USEFUL:
+            return "no progress"
+    return "sound thinking"
+
+
 by_problem = collections.defaultdict(list)
 for r in rows:
     by_problem[r["problem"]].append(r)
-stats = collections.Counter()
+stats, winners = collections.Counter(), collections.Counter()
 distinct = {True: [], False: []}
 size = {True: [], False: []}
 for group in by_problem.values():
@@ -74,10 +101,18 @@ for group in by_problem.values():
         distinct[ok].append(len({r["completion"] for r in sides[ok]}))
     best = {ok: max(r["reasonflux"] for r in sides[ok]) for ok in (True, False)}
     stats["right best" if best[True] > best[False] else "wrong best" if best[False] > best[True] else "tie"] += 1
+    if best[False] > best[True]:
+        winner = max(sides[False], key=lambda r: r["reasonflux"])
+        winners[first_mistake(winner["problem"], winner["completion"])] += 1
 print(f"{len(size[True])} problems with right and wrong samples: {statistics.fmean(size[True]):.1f} right "
       f"samples ({statistics.fmean(distinct[True]):.1f} distinct), {statistics.fmean(size[False]):.1f} wrong "
       f"({statistics.fmean(distinct[False]):.1f} distinct); best sample right on {stats['right best']}, "
       f"wrong on {stats['wrong best']}, tied on {stats['tie']}")
+mistakes = collections.Counter(first_mistake(r["problem"], r["completion"])
+                               for r in {(r["problem"], r["completion"]): r for r in rows if not r["correct"]}.values())
+print("distinct wrong traces by first mistake: " + ", ".join(f"{k} {n}" for k, n in mistakes.most_common()))
+print("wrong samples that outscored every right one, by first mistake: "
+      + ", ".join(f"{k} {n}" for k, n in winners.most_common()))
 
 problems = []
 for group in by_problem.values():
