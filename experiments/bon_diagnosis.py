@@ -8,7 +8,9 @@ Reads bon.py's samples file (with the PRM's scores in it) and prints:
   result, a no-progress step, ...);
 - step AUC of the PRM on these samples: sound steps against wrong-result steps, and against
   no-progress steps;
-- the mean trajectory score of right and of wrong samples;
+- the mean trajectory score of right and of wrong samples, and how well the trajectory score
+  and the mean step score separate right from wrong samples over all pairs and within a
+  problem (which is all Best-of-N can use);
 - on problems with both right and wrong samples: how many distinct traces each side has, and
   how often the best-scoring wrong sample outscores the best-scoring right one;
 - the distinct wrong traces by their first mistake (a wrong result off in the units digit
@@ -108,6 +110,23 @@ print(f"{len(size[True])} problems with right and wrong samples: {statistics.fme
       f"samples ({statistics.fmean(distinct[True]):.1f} distinct), {statistics.fmean(size[False]):.1f} wrong "
       f"({statistics.fmean(distinct[False]):.1f} distinct); best sample right on {stats['right best']}, "
       f"wrong on {stats['wrong best']}, tied on {stats['tie']}")
+
+# the same separation within a problem only: right against wrong samples of one problem
+def within_auc(key) -> float:
+    wins = total = 0.0
+    for group in by_problem.values():
+        right = [key(r) for r in group if r["correct"] and r.get("reasonflux") is not None]
+        wrong = [key(r) for r in group if not r["correct"] and r.get("reasonflux") is not None]
+        if right and wrong:
+            a = auc(right, wrong)
+            wins, total = wins + a * len(right) * len(wrong), total + len(right) * len(wrong)
+    return wins / total
+
+
+print(f"AUC right vs wrong samples, all pairs / pairs within a problem: trajectory score "
+      f"{auc(traj[True], traj[False]):.3f} / {within_auc(lambda r: r['trajectory_score']):.3f}; "
+      f"mean step score {auc(*[[statistics.fmean(r['step_scores']) for r in rows if r['correct'] == ok and r.get('reasonflux') is not None] for ok in (True, False)]):.3f} / "
+      f"{within_auc(lambda r: statistics.fmean(r['step_scores'])):.3f}")
 mistakes = collections.Counter(first_mistake(r["problem"], r["completion"])
                                for r in {(r["problem"], r["completion"]): r for r in rows if not r["correct"]}.values())
 print("distinct wrong traces by first mistake: " + ", ".join(f"{k} {n}" for k, n in mistakes.most_common()))
