@@ -22,7 +22,6 @@ Session 4's figures in the README come from this script on `tiny-prm`'s samples.
 """
 import collections
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -33,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rfprm.bon import Method, bon_curve, make_candidates, reasonflux_score, split_completion  # noqa: E402
 from rfprm.world import split_steps  # noqa: E402
 from rfprm.world.judge import IRRELEVANT, USEFUL, WRONG, judge_steps  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mistakes import first_mistake  # noqa: E402
 
 
 def auc(pos, neg) -> float:
@@ -63,29 +65,6 @@ traj = {ok: [r["trajectory_score"] for r in rows if r["correct"] == ok and r["tr
         for ok in (True, False)}
 print(f"mean trajectory score: right samples {statistics.fmean(traj[True]):.3f}, "
       f"wrong {statistics.fmean(traj[False]):.3f}")
-
-def first_mistake(problem: str, completion: str) -> str:
-    """How a wrong sample first goes wrong, by the world's step judge."""
-    trace = split_completion(completion)
-    if trace is None:
-        return "does not parse"
-    steps = split_steps(trace[0])
-    for step, q in zip(steps, judge_steps(problem, steps)):
-        if q == WRONG:
-            m = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", step)
-            if not m:
-                return "wrong result, unparsed"
-            a, op, b, written = int(m[1]), m[2], int(m[3]), int(m[4])
-            true = a + b if op == "+" else a - b if op == "-" else a * b
-            if written // 10 == true // 10:
-                return "wrong result, units digit"
-            if (written - true) % 10 == 0:
-                return "wrong result, off by tens"
-            return "wrong result, otherwise"
-        if q < USEFUL:
-            return "no progress"
-    return "sound thinking"
-
 
 by_problem = collections.defaultdict(list)
 for r in rows:
