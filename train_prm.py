@@ -120,6 +120,8 @@ def parse_args(argv=None):
             raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.policy_problems < 0:
         raise RfprmError(f"--policy-problems must be >= 0, got {args.policy_problems}")
+    if args.policy_repeat != 1 and not args.policy_problems:
+        raise RfprmError("--policy-repeat weights the policy's own traces: it needs --policy-problems N")
     if args.policy_problems and args.data:
         raise RfprmError("--policy-problems works on the built-in world only; with --data, add the "
                          "policy's labelled samples to the --data file")

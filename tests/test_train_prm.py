@@ -78,6 +78,7 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
     (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
     (["--policy-problems", "5", "--policy-repeat", "0"], "--policy-repeat must be >= 1"),
+    (["--policy-repeat", "2"], "it needs --policy-problems"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
