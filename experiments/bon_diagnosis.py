@@ -29,17 +29,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rfprm.evaluate import auc  # noqa: E402
 from rfprm.bon import Method, bon_curve, make_candidates, reasonflux_score, split_completion  # noqa: E402
 from rfprm.world import split_steps  # noqa: E402
 from rfprm.world.judge import IRRELEVANT, USEFUL, WRONG, judge_steps  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mistakes import first_mistake  # noqa: E402
-
-
-def auc(pos, neg) -> float:
-    pos, neg = np.array(pos)[:, None], np.array(neg)[None, :]
-    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+from diagnostics import first_mistake, within_problem_auc  # noqa: E402
 
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
@@ -90,22 +86,22 @@ print(f"{len(size[True])} problems with right and wrong samples: {statistics.fme
       f"({statistics.fmean(distinct[False]):.1f} distinct); best sample right on {stats['right best']}, "
       f"wrong on {stats['wrong best']}, tied on {stats['tie']}")
 
-# the same separation within a problem only: right against wrong samples of one problem
-def within_auc(key) -> float:
-    wins = total = 0.0
-    for group in by_problem.values():
-        right = [key(r) for r in group if r["correct"] and r.get("reasonflux") is not None]
-        wrong = [key(r) for r in group if not r["correct"] and r.get("reasonflux") is not None]
-        if right and wrong:
-            a = auc(right, wrong)
-            wins, total = wins + a * len(right) * len(wrong), total + len(right) * len(wrong)
-    return wins / total
+
+
+def separation(key) -> str:
+    """AUC of right over wrong samples for a score: over all pairs / within a problem."""
+    scored = [r for r in rows if r.get("reasonflux") is not None]
+    overall = auc([key(r) for r in scored if r["correct"]], [key(r) for r in scored if not r["correct"]])
+    within = within_problem_auc(
+        ([key(r) for r in group if r["correct"] and r.get("reasonflux") is not None],
+         [key(r) for r in group if not r["correct"] and r.get("reasonflux") is not None])
+        for group in by_problem.values())
+    return f"{overall:.3f} / {within:.3f}"
 
 
 print(f"AUC right vs wrong samples, all pairs / pairs within a problem: trajectory score "
-      f"{auc(traj[True], traj[False]):.3f} / {within_auc(lambda r: r['trajectory_score']):.3f}; "
-      f"mean step score {auc(*[[statistics.fmean(r['step_scores']) for r in rows if r['correct'] == ok and r.get('reasonflux') is not None] for ok in (True, False)]):.3f} / "
-      f"{within_auc(lambda r: statistics.fmean(r['step_scores'])):.3f}")
+      f"{separation(lambda r: r['trajectory_score'])}; "
+      f"mean step score {separation(lambda r: statistics.fmean(r['step_scores']))}")
 mistakes = collections.Counter(first_mistake(r["problem"], r["completion"])
                                for r in {(r["problem"], r["completion"]): r for r in rows if not r["correct"]}.values())
 print("distinct wrong traces by first mistake: " + ", ".join(f"{k} {n}" for k, n in mistakes.most_common()))

@@ -23,16 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rfprm  # noqa: E402
+from rfprm.evaluate import auc  # noqa: E402
 from rfprm import world  # noqa: E402
 from rfprm.recipes import held_out_texts  # noqa: E402
 
 torch.set_num_threads(1)
 N = 600
-
-
-def auc(pos, neg) -> float:
-    pos, neg = np.array(pos)[:, None], np.array(neg)[None, :]
-    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
 
 
 def slipped(rec: dict, new: int) -> dict:

@@ -24,12 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rfprm  # noqa: E402
+from rfprm.evaluate import auc  # noqa: E402
 from rfprm import world  # noqa: E402
 from rfprm.bon import split_completion  # noqa: E402
 from rfprm.labels import policy_rollout, trajectory_rewards  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mistakes import first_mistake  # noqa: E402
+from diagnostics import first_mistake, within_problem_auc  # noqa: E402
 
 torch.set_num_threads(1)
 rows = [json.loads(line) for line in open(sys.argv[1])]
@@ -48,25 +49,15 @@ labels = trajectory_rewards(records, policy_rollout(model, tok, seed=0, progress
 label_of = dict(zip(traces, labels))
 
 
-def auc(pos, neg) -> float:
-    pos, neg = np.array(pos)[:, None], np.array(neg)[None, :]
-    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
-
-
 scored = [r for r in rows if (r["problem"], r["completion"]) in label_of]
 side = {ok: [label_of[r["problem"], r["completion"]] for r in scored if r["correct"] == ok] for ok in (True, False)}
 by_problem = collections.defaultdict(list)
 for r in scored:
     by_problem[r["problem"]].append((r["correct"], label_of[r["problem"], r["completion"]]))
-wins = total = 0.0
-for group in by_problem.values():
-    right = [v for ok, v in group if ok]
-    wrong = [v for ok, v in group if not ok]
-    if right and wrong:
-        wins += auc(right, wrong) * len(right) * len(wrong)
-        total += len(right) * len(wrong)
+within = within_problem_auc(([v for ok, v in group if ok], [v for ok, v in group if not ok])
+                            for group in by_problem.values())
 print(f"label mean: right samples {statistics.fmean(side[True]):.3f}, wrong {statistics.fmean(side[False]):.3f}; "
-      f"AUC all pairs {auc(side[True], side[False]):.3f}, within a problem {wins / total:.3f}")
+      f"AUC all pairs {auc(side[True], side[False]):.3f}, within a problem {within:.3f}")
 kinds = collections.defaultdict(list)
 for (problem, completion), record in traces.items():
     right = world.is_correct(record["response"], record["answer"])

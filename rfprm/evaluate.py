@@ -30,17 +30,12 @@ def processbench_f1(predicted: list[int], truth: list[int]) -> dict:
     return {"flawed_acc": acc_flawed, "flawless_acc": acc_flawless, "f1": f1}
 
 
-def step_auc(step_scores: list[list[float]], first_errors: list[int]) -> float:
-    """Mann-Whitney AUC of sound steps (before the first error) over first-error steps."""
-    sound, wrong = [], []
-    for scores, fe in zip(step_scores, first_errors):
-        end = len(scores) if fe < 0 else fe
-        sound += scores[:end]
-        if 0 <= fe < len(scores):
-            wrong.append(scores[fe])
-    if not sound or not wrong:
+def auc(positive: list[float], negative: list[float]) -> float:
+    """Mann-Whitney AUC: the chance that a random positive scores above a random negative, ties
+    counting one half (nan when either side is empty)."""
+    if not positive or not negative:
         return float("nan")
-    ranked = sorted([(s, 1) for s in sound] + [(s, 0) for s in wrong])
+    ranked = sorted([(s, 1) for s in positive] + [(s, 0) for s in negative])
     # average ranks over ties, then the rank-sum formula
     ranks, i = [0.0] * len(ranked), 0
     while i < len(ranked):
@@ -50,9 +45,20 @@ def step_auc(step_scores: list[list[float]], first_errors: list[int]) -> float:
         for k in range(i, j + 1):
             ranks[k] = (i + j) / 2 + 1
         i = j + 1
-    rank_sum = sum(r for r, (_, is_sound) in zip(ranks, ranked) if is_sound)
-    n1, n0 = len(sound), len(wrong)
+    rank_sum = sum(r for r, (_, is_positive) in zip(ranks, ranked) if is_positive)
+    n1, n0 = len(positive), len(negative)
     return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def step_auc(step_scores: list[list[float]], first_errors: list[int]) -> float:
+    """AUC of sound steps (before the first error) over first-error steps."""
+    sound, wrong = [], []
+    for scores, fe in zip(step_scores, first_errors):
+        end = len(scores) if fe < 0 else fe
+        sound += scores[:end]
+        if 0 <= fe < len(scores):
+            wrong.append(scores[fe])
+    return auc(sound, wrong)
 
 
 def choose_threshold(step_scores: list[list[float]], first_errors: list[int]) -> float:

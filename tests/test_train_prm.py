@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rfprm
-from rfprm.evaluate import choose_threshold, first_below, processbench_f1, step_auc
+from rfprm.evaluate import auc, choose_threshold, first_below, processbench_f1, step_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +18,14 @@ def test_processbench_f1_by_hand():
     assert r["flawed_acc"] == 50.0 and r["flawless_acc"] == pytest.approx(200 / 3)
     assert r["f1"] == pytest.approx(2 * 50 * (200 / 3) / (50 + 200 / 3))
     assert first_below([0.9, 0.4, 0.1], 0.5) == 1 and first_below([0.9], 0.5) == -1
+
+
+def test_auc_counts_pairs_and_half_ties():
+    assert auc([0.9, 0.8], [0.1]) == 1.0 and auc([0.1], [0.9, 0.8]) == 0.0
+    assert auc([0.5], [0.5]) == 0.5
+    # pairs: (0.6 > 0.4) win, (0.6 = 0.6) half, (0.3 < 0.4), (0.3 < 0.6): 1.5 of 4
+    assert auc([0.6, 0.3], [0.4, 0.6]) == 0.375
+    assert auc([], [0.1]) != auc([], [0.1])          # nan when a side is empty
 
 
 def test_step_auc_and_threshold():

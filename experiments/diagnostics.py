@@ -1,7 +1,9 @@
-"""The first mistake of a wrong Best-of-N sample, by the world's step judge (for the diagnostics)."""
+"""Helpers shared by the Best-of-N diagnostics: how a wrong sample first goes wrong, and how
+well a score ranks the samples of one problem."""
 import re
 
 from rfprm.bon import split_completion
+from rfprm.evaluate import auc
 from rfprm.world import split_steps
 from rfprm.world.judge import USEFUL, WRONG, judge_steps
 
@@ -27,3 +29,14 @@ def first_mistake(problem: str, completion: str) -> str:
         if q < USEFUL:
             return "no progress"
     return "sound thinking"
+
+
+def within_problem_auc(groups) -> float:
+    """AUC of right over wrong samples counted within each problem only (all Best-of-N can use):
+    `groups` holds (right scores, wrong scores) per problem; each problem weighs by its pairs."""
+    wins = pairs = 0.0
+    for right, wrong in groups:
+        if right and wrong:
+            wins += auc(right, wrong) * len(right) * len(wrong)
+            pairs += len(right) * len(wrong)
+    return wins / pairs
