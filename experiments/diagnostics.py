@@ -39,4 +39,4 @@ def within_problem_auc(groups) -> float:
         if right and wrong:
             wins += auc(right, wrong) * len(right) * len(wrong)
             pairs += len(right) * len(wrong)
-    return wins / pairs
+    return wins / pairs if pairs else float("nan")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rfprm  # noqa: E402
 from rfprm.evaluate import auc  # noqa: E402
 from rfprm import world  # noqa: E402
-from rfprm.bon import split_completion  # noqa: E402
+from rfprm.bon import Method, bon_curve, make_candidates, reasonflux_score, split_completion  # noqa: E402
 from rfprm.labels import policy_rollout, trajectory_rewards  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,14 +48,18 @@ labels = trajectory_rewards(records, policy_rollout(model, tok, seed=0, progress
                             world.template_prompt, world.is_correct, n=n)
 label_of = dict(zip(traces, labels))
 
+rows_of = collections.defaultdict(list)           # problem -> its samples
+for r in rows:
+    rows_of[r["problem"]].append(r)
 
-scored = [r for r in rows if (r["problem"], r["completion"]) in label_of]
-side = {ok: [label_of[r["problem"], r["completion"]] for r in scored if r["correct"] == ok] for ok in (True, False)}
-by_problem = collections.defaultdict(list)
-for r in scored:
-    by_problem[r["problem"]].append((r["correct"], label_of[r["problem"], r["completion"]]))
-within = within_problem_auc(([v for ok, v in group if ok], [v for ok, v in group if not ok])
-                            for group in by_problem.values())
+
+def labels_where(group, ok: bool) -> list[float]:
+    return [label_of[r["problem"], r["completion"]] for r in group
+            if r["correct"] == ok and (r["problem"], r["completion"]) in label_of]
+
+
+side = {ok: labels_where(rows, ok) for ok in (True, False)}
+within = within_problem_auc((labels_where(g, True), labels_where(g, False)) for g in rows_of.values())
 print(f"label mean: right samples {statistics.fmean(side[True]):.3f}, wrong {statistics.fmean(side[False]):.3f}; "
       f"AUC all pairs {auc(side[True], side[False]):.3f}, within a problem {within:.3f}")
 kinds = collections.defaultdict(list)
@@ -68,13 +72,8 @@ for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
 # Best-of-N if the trajectory read-out had learnt its label exactly (the label needs rollouts at
 # test time, which the trained read-out is there to avoid): the label alone, and with the
 # samples file's own mean step scores.
-from rfprm.bon import Method, bon_curve, make_candidates, reasonflux_score  # noqa: E402
-
-by_problem_rows = collections.defaultdict(list)
-for r in rows:
-    by_problem_rows[r["problem"]].append(r)
 problems = []
-for problem, group in by_problem_rows.items():
+for problem, group in rows_of.items():
     cands = make_candidates(group[0]["answer"], [r["completion"] for r in group])
     for c, r in zip(cands, group):   # the trajectory score replaced by the label
         c.step_scores, c.trajectory_score = r["step_scores"], label_of.get((problem, r["completion"]))
