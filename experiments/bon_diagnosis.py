@@ -115,7 +115,7 @@ for group in by_problem.values():
         c.step_scores, c.trajectory_score = r["step_scores"], r["trajectory_score"]
     problems.append(cands)
 methods = [Method(f"mean step + {a:g} * trajectory", score=(lambda a: lambda c: reasonflux_score(c, a))(a))
-           for a in (0, 1, 2, 4, 8)]
+           for a in (0, 0.1, 0.25, 0.5, 1, 2, 4)]
 methods.append(Method("trajectory score alone",
                       score=lambda c: c.trajectory_score if c.trajectory_score is not None else -np.inf))
 curve = bon_curve(problems, methods, [1, 2, 4, 8, 16], seed=0, draws=200).to_json()["accuracy"]

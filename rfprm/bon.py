@@ -116,21 +116,25 @@ def make_candidates(answer: str, completions: list[str]) -> list[Candidate]:
 
 def score_traces(prm, records: list[dict | None], batch_size: int = 64, progress: bool = False) -> list:
     """PRMScore per record; None for a record that is None or that this PRM cannot encode
-    (too long for its context, or containing its step marker)."""
-    readable = []
+    (too long for its context, or containing its step marker). Each distinct trace is scored
+    once: sampled answers repeat (a policy's right answers often do), and one forward pass per
+    trace also gives repeats the very same score, whatever batch they would have landed in."""
+    first_of: dict[tuple, int] = {}      # distinct readable trace -> its index in `readable`
+    readable, slot = [], [None] * len(records)
     for i, rec in enumerate(records):
         if rec is None:
             continue
-        try:
-            encode_record(prm.tok, rec, prm.layout, prm.max_len, prm.response_as_step)
-        except RfprmError:
-            continue
-        readable.append(i)
-    scores = prm.score_batch([records[i] for i in readable], batch_size, progress) if readable else []
-    out = [None] * len(records)
-    for i, s in zip(readable, scores):
-        out[i] = s
-    return out
+        key = (rec["problem"], rec["trajectory"], rec["response"])
+        if key not in first_of:
+            try:
+                encode_record(prm.tok, rec, prm.layout, prm.max_len, prm.response_as_step)
+            except RfprmError:
+                continue
+            first_of[key] = len(readable)
+            readable.append(rec)
+        slot[i] = first_of[key]
+    scores = prm.score_batch(readable, batch_size, progress) if readable else []
+    return [None if j is None else scores[j] for j in slot]
 
 
 def score_candidates(prm, problems: list[str], cands: list[list[Candidate]], orm=None,

@@ -16,7 +16,7 @@ import rfprm
 from rfprm import world
 from rfprm.bon import (Candidate, Method, bon_curve, best_score_accuracy, default_methods,
                        format_table, make_candidates, pass_at_n, pick_accuracy, pick_best, pick_majority,
-                       score_candidates, split_completion, subset_accuracy)
+                       score_candidates, score_traces, split_completion, subset_accuracy)
 from rfprm.errors import RfprmError, cli_main
 from rfprm.model import Qwen2ForCausalLM, init_weights
 
@@ -193,6 +193,22 @@ def test_score_candidates_with_a_prm(ckpts):
         assert c.orm_score == pytest.approx(sum(c.step_scores) / len(c.step_scores) + c.trajectory_score)
     assert cs[3].trace is None and cs[3].step_scores is None and cs[3].answer == "1"
     assert cs[4].trace is not None and cs[4].step_scores is None  # holds the step marker: unscored
+
+
+def test_score_traces_scores_each_distinct_trace_once(ckpts, monkeypatch):
+    prm = rfprm.load_prm(ckpts[1])
+    a, b = [{k: t[k] for k in ("problem", "trajectory", "response")} for t in world.make_traces(2, seed=6)]
+    seen = []
+    plain = prm.score_batch
+    monkeypatch.setattr(prm, "score_batch", lambda recs, *args: seen.append(len(recs)) or plain(recs, *args))
+    out = score_traces(prm, [a, None, dict(a), b, a])
+    assert seen == [2] and out[1] is None
+    assert out[0] is out[2] is out[4] and out[3] is not out[0]
+    # the same scores as scoring them one by one
+    for rec, s in ((a, out[0]), (b, out[3])):
+        alone = plain([rec])[0]
+        assert s.steps == pytest.approx(alone.steps, abs=1e-5)
+        assert s.trajectory == pytest.approx(alone.trajectory, abs=1e-5)
 
 
 def test_script_quick_end_to_end(ckpts, tmp_path):
