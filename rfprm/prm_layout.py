@@ -60,7 +60,6 @@ last read-out cannot change any score and needs no attention mask.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
 import torch
@@ -235,18 +234,3 @@ def prm_inputs(tok, records, layout: str, max_len: int | None = None,
     """Records -> one padded batch of tensors (input ids, read-out positions, targets)."""
     return collate(prm_examples(tok, records, layout, max_len, response_as_step),
                    tok.pad_id if tok.pad_id is not None else 0)
-
-
-def prm_batches(examples: list[PRMExample], batch_size: int, seed: int, pad_id: int):
-    """-> batch_at(step, micro) -> PRMBatch, a pure function of its arguments (rfprm.trainer's
-    resumable contract): each batch draws batch_size examples with a generator seeded by
-    (seed, step, micro)."""
-    if not examples:
-        raise RfprmError("PRM training: no examples")
-    if not any(e.step_targets is not None or e.trajectory_target is not None for e in examples):
-        raise RfprmError("PRM training: no example has step_rewards or trajectory_reward")
-
-    def batch_at(step: int, micro: int) -> PRMBatch:
-        rng = random.Random(seed * 1_000_003 + step * 101 + micro)
-        return collate([examples[rng.randrange(len(examples))] for _ in range(batch_size)], pad_id)
-    return batch_at

@@ -143,6 +143,8 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                              f"tensors as the model ({start.describe()})")
         prm.load_state_dict(theirs)
     examples = prm_examples(prm.tok, labelled, layout, prm.max_len, prm.response_as_step)
+    if not any(e.step_targets is not None or e.trajectory_target is not None for e in examples):
+        raise RfprmError("PRM training: no example has step_rewards or trajectory_reward")
     sound = [_sound(r) for r in labelled]
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
         raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")

@@ -16,7 +16,8 @@ from rfprm.bpe import train_bpe
 from rfprm.errors import RfprmError
 from rfprm.model import Qwen2ForCausalLM, init_weights
 from rfprm.prm import PRM, load_prm, prm_loss, with_step_token
-from rfprm.prm_layout import encode_record, prm_batches, prm_inputs, render
+from rfprm.prm_train import bucketed_batches
+from rfprm.prm_layout import encode_record, prm_inputs, render
 from rfprm.tokenizer import Tokenizer
 from rfprm.trainer import TrainConfig, train
 
@@ -248,7 +249,8 @@ def test_prm_loss_is_the_paper_objective(tok, traces):
 def test_training_reduces_loss_through_the_trainer(tok, traces):
     prm = PRM.from_lm(tiny_lm(), tok)
     examples = prm.examples(labelled(traces))
-    batch_at = prm_batches(examples, batch_size=4, seed=0, pad_id=tok.pad_id)
+    batches = bucketed_batches(examples, [True] * len(examples), batch_size=4, seed=0, pad_id=tok.pad_id, bucket=1)
+    batch_at = lambda step, micro: batches(step, micro)[0]
     assert torch.equal(batch_at(3, 0).input_ids, batch_at(3, 0).input_ids)   # pure function
     first, _ = prm_loss(prm, batch_at(0, 0))
     history = train(prm, prm_loss, batch_at, TrainConfig(steps=12, lr=1e-2, warmup=0, log_every=1))
@@ -256,6 +258,12 @@ def test_training_reduces_loss_through_the_trainer(tok, traces):
     assert last.item() < 0.5 * first.item() and history[-1]["loss"] < history[0]["loss"]
     s = prm.score(**traces[0])
     assert all(abs(v - 0.9) < abs(0.5 - 0.9) for v in s.steps) and s.trajectory < 0.5
+
+
+def test_training_needs_targets(tok, traces):
+    from rfprm.prm_train import PRMTrainSpec, train_prm_model
+    with pytest.raises(RfprmError, match="no example has step_rewards or trajectory_reward"):
+        train_prm_model(tiny_lm(), tok, traces, PRMTrainSpec(steps=1))
 
 
 def test_qwen_layout_labels(tok, traces):
