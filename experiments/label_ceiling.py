@@ -72,17 +72,18 @@ for r in rows:
                                                  "response": parts[1], "answer": r["answer"]}
 records = list(traces.values())
 print(f"{len(records)} distinct scored traces from {len(rows)} samples; {n_rollouts} guided rollouts each")
-policy, tok = rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy")
 cache = Path(sys.argv[1]).with_suffix(f".labels{'-all' if every_equation else ''}-{n_rollouts}.jsonl")
 if cache.exists():   # the rollouts take minutes: labels are kept beside the samples file
     labelled = [json.loads(line) for line in open(cache)]
     print(f"labels read from {cache}")
 elif every_equation:   # world_labeller's call, with the other template
+    policy, tok = rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy")
     labelled = label_records(records, judge=rfprm.world.judge_step, encoder=NgramEncoder(),
                              rollout=policy_rollout(policy, tok, max_new_tokens=160, seed=0, progress=True),
                              extract_template=extract_every_equation, template_prompt=rfprm.world.template_prompt,
                              is_correct=rfprm.world.is_correct, n_rollouts=n_rollouts, seed=0)
 else:
+    policy, tok = rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy")
     labelled = world_labeller(policy, tok, n_rollouts=n_rollouts, seed=0)(records)
 if not cache.exists():
     write_records(cache, labelled)
