@@ -13,8 +13,15 @@ trajectory term delays that jump by another ~1,000 steps; so the first stage (--
 trains the step loss alone, and the second (--second-stage-steps, 1,000, at --second-stage-lr)
 adds the trajectory term with λ_final = 0.25. The first stage is exactly the step-only
 ablation, which `--variants ...,step-only` then evaluates without training it twice.
-`--eval-every` prints where a run is. The stages run at 3-4 steps/s on two free cores (about
-half an hour); with other jobs on the machine, pass --threads 1.
+`--eval-every` prints where a run is. The stages run at about 2.6 steps/s on two free cores
+(bench/bench_prm_train.py; `--compile` makes it 1.2x); with other jobs on the machine, pass
+--threads 1.
+
+`--first-stage-targets quality` is a curriculum: the first stage trains on the quality judge's
+verdicts alone (one of the fused reward's three parts), on which the step head learns to
+verify about 1,500 steps sooner; the second stage then trains on the fused rewards with the
+trajectory term. The step-only ablation then shares that first stage and gets its own second
+stage with λ_final = 0.
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -92,6 +100,10 @@ def parse_args(argv=None):
                     help="reasonflux: train --steps with the step loss alone (λ_final = 0), then this many "
                          "steps with the full loss from there; 0 = one stage with the full loss throughout")
     ap.add_argument("--second-stage-lr", type=float, default=5e-4, help="peak learning rate of the second stage")
+    ap.add_argument("--first-stage-targets", default="fused", choices=["fused", "quality"],
+                    help="step targets of the first stage: the fused step rewards (the method's), or the "
+                         "quality judge's verdicts alone (label_parts.quality), a curriculum: the second "
+                         "stage then trains on the fused rewards (README, 'the plateau')")
     ap.add_argument("--bucket", type=int, default=8,
                     help="batches drawn together and sorted by length, to pad less (1 = plain random batches)")
     ap.add_argument("--lambda-step", type=float, default=1.0)
@@ -106,6 +118,9 @@ def parse_args(argv=None):
     ap.add_argument("--eval-every", type=int, default=500,
                     help="print held-out F1/AUC every this many steps while training (0 = only at the end)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--compile", action="store_true",
+                    help="train with the backbone under torch.compile (needs a C++ compiler on the CPU; "
+                         "1.2x the steps/s on two cores, bench/bench_prm_train.py, after ~20 s of compiling)")
     args = ap.parse_args(argv)
     if args.eval_every < 0:
         raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
@@ -129,6 +144,9 @@ def parse_args(argv=None):
         raise RfprmError(f"--rollout-traces must be >= 0 (or -1 for all), got {args.rollout_traces}")
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
+    if args.first_stage_targets != "fused" and not args.second_stage_steps:
+        raise RfprmError("--first-stage-targets quality is a first stage: it needs --second-stage-steps >= 1 "
+                         "(the second trains on the fused step rewards)")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in ("reasonflux", "step-only", "outcome")]
     if unknown or not args.variants or len(set(args.variants)) != len(args.variants):
@@ -198,6 +216,25 @@ def label(records, args, device, work: Path, name: str):
         labelled = labeller(hide_eval_fields(records))
     write_records(path, labelled)
     return labelled
+
+
+def first_stage_records(records: list[dict], targets: str) -> list[dict]:
+    """The first stage's training records. targets="quality": each step's target is the quality
+    judge's verdict (1 sound, 0.4 no progress, 0 wrong), one of the three parts the fused step
+    reward is made of (labels.py keeps them as label_parts). The verdicts separate a wrong step
+    from a sound one by 1 instead of ~0.4, and a tiny PRM learns to verify from them in about a
+    third of the steps (README); the fused rewards, the method's targets, come in the second stage."""
+    if targets == "fused":
+        return records
+    out = []
+    for i, r in enumerate(records):
+        quality = (r.get("label_parts") or {}).get("quality")
+        if quality is None or len(quality) != len(r["step_rewards"]):
+            raise RfprmError(f"--first-stage-targets quality: training record {i} has no label_parts.quality "
+                             f"with one verdict per step (labels written by rfprm have it); use "
+                             f"--first-stage-targets fused")
+        out.append({**r, "step_rewards": [float(q) for q in quality]})
+    return out
 
 
 def progress_eval(args, val, test, name, steps=None):
@@ -273,38 +310,49 @@ def main(argv=None):
         labelled = labelled + own * args.policy_repeat
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
-                        bf16=args.device.startswith("cuda"))
-    step_only = PRMTrainSpec(**{**spec.__dict__, "lambda_final": 0.0})
-    variants = {"reasonflux": lambda: (labelled, step_only if args.second_stage_steps else spec),
-                "step-only": lambda: (labelled, step_only),
-                "outcome": lambda: (outcome_targets(labelled, world.is_correct), spec)}
-    runs = {name: variants[name]() for name in args.variants}
-    results, main_prm, first_stage = {}, None, None   # first_stage: the reasonflux stage-1 PRM's dir
-    for i, (name, (records, s)) in enumerate(runs.items()):
-        run_dir = work / f"run_{i}"
-        two_stage = name == "reasonflux" and args.second_stage_steps > 0
-        first = run_dir / "stage1"
-        if name == "step-only" and first_stage is not None:
-            prm = load_prm(first_stage)             # the reasonflux first stage is this ablation
-        elif two_stage and args.resume and (first / "config.json").exists():
-            prm = load_prm(first)                   # the first stage finished before the interruption
-        else:
-            prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=run_dir,
-                                  resume=args.resume and (run_dir / "train_state").exists(),
-                                  desc=name + (" (stage 1, step loss)" if two_stage else ""),
-                                  callback=progress_eval(args, val, test, name), init_prm=args.init_prm)
-        if two_stage:
-            # Two stages: the trajectory term delays the step head's late jump (README), so it is
-            # added once the step head verifies, from the first stage's weights at a lower lr.
-            prm.save(first)
-            first_stage = first
-            second = PRMTrainSpec(**{**spec.__dict__, "steps": args.second_stage_steps, "lr": args.second_stage_lr})
-            stage_dir = run_dir / "stage2"
-            prm = train_prm_model(lm, tok, hide_eval_fields(records), second, args.layout, out_dir=stage_dir,
+                        bf16=args.device.startswith("cuda"), compile=args.compile)
+    step_only = replace(spec, lambda_final=0.0)
+    curriculum = args.first_stage_targets != "fused"
+    first_records = first_stage_records(labelled, args.first_stage_targets) \
+        if args.second_stage_steps and set(args.variants) - {"outcome"} else labelled
+
+    def stages(name: str) -> list[tuple[list[dict], PRMTrainSpec, bool]]:
+        """A variant's training stages: (records, spec, is it the shared first stage)."""
+        if name == "outcome":
+            return [(outcome_targets(labelled, world.is_correct), spec, False)]
+        if not args.second_stage_steps:
+            return [(labelled, spec if name == "reasonflux" else step_only, False)]
+        # Two stages: the trajectory term delays the step head's late jump (README), so the first
+        # trains the step loss alone and the second adds it, from the first's weights at a lower lr.
+        first = (first_records, step_only, True)
+        if name == "step-only" and not curriculum:
+            return [first]                          # the reasonflux first stage is this ablation
+        final = spec if name == "reasonflux" else step_only
+        return [first, (labelled, replace(final, steps=args.second_stage_steps, lr=args.second_stage_lr), False)]
+
+    results, main_prm, shared = {}, None, None      # shared: the saved first stage, trained once
+    for i, name in enumerate(args.variants):
+        run_dir, plan = work / f"run_{i}", stages(name)
+        prm, prm_dir = None, None                   # the current PRM, in memory or saved in prm_dir
+        for k, (records, s, is_first) in enumerate(plan):
+            saved = run_dir / "stage1"
+            if is_first and shared is None and args.resume and (saved / "config.json").exists():
+                shared = saved                      # the first stage finished before the interruption
+            if is_first and shared is not None:
+                prm, prm_dir = None, shared
+                continue
+            stage_dir = run_dir if k == 0 else run_dir / "stage2"
+            tag = name if len(plan) == 1 else f"{name} stage {k + 1}"
+            what = ("verdicts, step loss" if curriculum else "step loss") if is_first else "full loss"
+            prm = train_prm_model(lm, tok, hide_eval_fields(records), s, args.layout, out_dir=stage_dir,
                                   resume=args.resume and (stage_dir / "train_state").exists(),
-                                  desc="reasonflux (stage 2, full loss)",
-                                  callback=progress_eval(args, val, test, "reasonflux stage 2", args.second_stage_steps),
-                                  init_prm=first)
+                                  desc=tag if len(plan) == 1 else f"{tag} ({what})",
+                                  callback=progress_eval(args, val, test, tag, s.steps),
+                                  init_prm=args.init_prm if k == 0 else prm_dir)
+            if is_first:
+                prm.save(saved)
+                shared = prm_dir = saved
+        prm = prm if prm is not None else load_prm(prm_dir)
         if val and test:
             results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
         prm.save(out if i == 0 else work / f"baseline_{i}")

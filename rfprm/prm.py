@@ -119,6 +119,16 @@ class PRM(nn.Module):
                 f"{' + response as last step' if self.response_as_step else ''}; "
                 f"threshold {self.threshold:g}, alpha {self.alpha:g}, max_len {self.max_len}")
 
+    def compile_backbone(self, on: bool = True) -> "PRM":
+        """Run the backbone's forward through `torch.compile` (dynamic shapes, so the length
+        buckets of training share one graph), or back in eager mode with on=False. Weights and
+        tensor names are untouched; the eager forward stays the reference (tests compare them)."""
+        if on:
+            self.model.compile(dynamic=True)
+        else:
+            self.model._compiled_call_impl = None   # what nn.Module.compile set
+        return self
+
     # ---- forward ----
     def _head_probs(self, h: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., H) -> scores (...) in [0, 1], computed in float32."""

@@ -51,6 +51,7 @@ class PRMTrainSpec:
     gradient_checkpointing: bool = False
     ckpt_every: int = 100
     bucket: int = BUCKET          # batches drawn together and sorted by length (1 = plain random batches)
+    compile: bool = False         # run the backbone through torch.compile while training (PRM.compile_backbone)
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -153,7 +154,13 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
     batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
-    train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc, callback=callback)
+    if spec.compile:
+        prm.compile_backbone()
+    try:
+        train(prm, make_loss(spec), batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc, callback=callback)
+    finally:
+        if spec.compile:
+            prm.compile_backbone(False)   # scoring afterwards runs the eager reference
     return prm.eval()
 
 

@@ -328,3 +328,25 @@ def test_step_head_needs_the_step_token(tmp_path, tok):
     assert PRM.from_lm(tiny_lm(), no_step).tok.step_id == added.step_id
     with pytest.raises(RfprmError, match="no embedding row"):
         with_step_token(no_step, no_step.vocab_size)
+
+
+def test_compiled_backbone_agrees_with_eager(tok, traces):
+    """PRM.compile_backbone (train_prm --compile): the same losses and gradients as the eager
+    reference, on two batch lengths (dynamic shapes); compile_backbone(False) restores eager."""
+    prm = PRM.from_lm(tiny_lm(), tok)
+    records = labelled(traces)
+    results = {}
+    for mode in ("eager", "compiled"):
+        if mode == "compiled":
+            prm.compile_backbone()
+        out = []
+        for recs in (records[:2], records[2:5]):
+            prm.zero_grad(set_to_none=True)
+            loss, _ = prm_loss(prm, prm_inputs(tok, recs, "rfprm"))
+            loss.backward()
+            out.append((loss.detach(), prm.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+        results[mode] = out
+    for (l1, g1), (l2, g2) in zip(results["eager"], results["compiled"]):
+        assert torch.allclose(l1, l2, atol=1e-5) and torch.allclose(g1, g2, atol=1e-5, rtol=1e-4)
+    prm.compile_backbone(False)
+    assert prm.model._compiled_call_impl is None

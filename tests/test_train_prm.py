@@ -71,6 +71,31 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     assert all(torch.equal(v, again[k]) for k, v in prm.state_dict().items())
 
 
+def test_quality_curriculum_shares_the_first_stage(quick_policy, tmp_path):
+    """--first-stage-targets quality: stage 1 trains on the judge's verdicts, once for both
+    variants; reasonflux and step-only each train their own second stage on the fused rewards."""
+    import train_prm
+    labelled = [{"step_rewards": [0.7, 0.3], "label_parts": {"quality": [1.0, 0.0]}, "x": 1}]
+    assert train_prm.first_stage_records(labelled, "quality")[0]["step_rewards"] == [1.0, 0.0]
+    assert train_prm.first_stage_records(labelled, "fused") is labelled
+    with pytest.raises(train_prm.RfprmError, match="label_parts.quality"):
+        train_prm.first_stage_records([{"step_rewards": [0.7]}], "quality")
+    out, work = tmp_path / "prm", tmp_path / "work"
+    res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
+                          "--out", str(out), "--work", str(work), "--first-stage-targets", "quality",
+                          "--variants", "reasonflux,step-only", "--eval-every", "0", "--threads", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "stage 1 (verdicts" in res.stderr and not (work / "run_1" / "stage1").exists()
+    first = rfprm.load_prm(work / "run_0" / "stage1").state_dict()
+    ablation = rfprm.load_prm(work / "baseline_1").state_dict()
+    main = rfprm.load_prm(out).state_dict()
+    assert (work / "run_1" / "stage2" / "train_state").is_dir()      # its own second stage
+    for other in (ablation, main):
+        assert not torch.equal(first["score.2.weight"], other["score.2.weight"])
+    assert not torch.equal(ablation["score.2.weight"], main["score.2.weight"])   # λ_final differs
+
+
 @pytest.mark.parametrize("flags,match", [
     (["--steps", "0"], "--steps must be >= 1"),
     (["--seed", "-1"], "--seed"),
@@ -82,6 +107,7 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     (["--init-prm", "/nonexistent"], "no such directory"),
     (["--second-stage-steps", "-1"], "--second-stage-steps must be >= 0"),
     (["--second-stage-lr", "0"], "--second-stage-lr must be > 0"),
+    (["--first-stage-targets", "quality", "--second-stage-steps", "0"], "needs --second-stage-steps"),
     (["--policy-problems", "-1"], "--policy-problems must be >= 0"),
     (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
     (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
