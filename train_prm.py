@@ -52,7 +52,8 @@ from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
 from rfprm.paths import resolve_path
 from rfprm.prm import load_prm
 from rfprm.prm_layout import STEP_TAG
-from rfprm.prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
+from rfprm.prm_train import (PRMTrainSpec, evaluate_prm, hide_eval_fields, keep_layers, outcome_targets,
+                             train_prm_model)
 from rfprm.tokenizer import load_tokenizer
 
 
@@ -111,6 +112,9 @@ def parse_args(argv=None):
                     help="weight of the trajectory term (method.md leaves λ open; 0.25 beat 1.0 in the "
                          "second stage, see the README)")
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
+    ap.add_argument("--prm-layers", type=int, default=0,
+                    help="the PRM keeps only the first N decoder layers of --model (0 = all); the rollouts "
+                         "still use the whole --policy (README, 'the plateau')")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
     ap.add_argument("--variants", default="reasonflux",
                     help="which PRMs to train, in order (the first is the --out checkpoint): reasonflux "
@@ -133,6 +137,8 @@ def parse_args(argv=None):
     for name in ("lr", "second_stage_lr"):
         if not getattr(args, name) > 0:
             raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.prm_layers < 0:
+        raise RfprmError(f"--prm-layers must be >= 0 (0 = all), got {args.prm_layers}")
     if args.policy_problems < 0:
         raise RfprmError(f"--policy-problems must be >= 0, got {args.policy_problems}")
     if args.policy_repeat != 1 and not args.policy_problems:
@@ -289,6 +295,8 @@ def main(argv=None):
         args.init_prm = str(resolve_path(args.init_prm))   # a missing one fails now, not after labelling
     tok = load_tokenizer(init_dir)
     lm = load_model(init_dir, device=args.device)
+    if args.prm_layers:
+        keep_layers(lm, args.prm_layers)
     if args.data:
         train = read_records(args.data, "trace", args.fields, args.skip_bad)
         val = read_records(args.val_data, "trace", args.fields, args.skip_bad) if args.val_data else []

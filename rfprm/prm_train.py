@@ -77,6 +77,18 @@ def _sound(record: dict) -> bool:
     return bool(quality) and min(quality) >= 0.99
 
 
+def keep_layers(lm, n: int):
+    """`lm` cut to its first n decoder layers (in place; the final norm stays), for a smaller
+    PRM backbone: a step costs about n / num_hidden_layers as much (train_prm --prm-layers)."""
+    total = lm.cfg.num_hidden_layers
+    if not 1 <= n <= total:
+        raise RfprmError(f"--prm-layers must be between 1 and the model's {total} layers, got {n}")
+    lm.cfg = lm.cfg.replace(num_hidden_layers=n)
+    lm.model.cfg = lm.cfg
+    lm.model.layers = torch.nn.ModuleList(list(lm.model.layers)[:n])
+    return lm
+
+
 def make_loss(spec: PRMTrainSpec):
     """The training loss: prm_loss, plus the auxiliary LM term on the sound traces' tokens."""
     def loss_fn(prm: PRM, item):

@@ -108,6 +108,8 @@ def test_quality_curriculum_shares_the_first_stage(quick_policy, tmp_path):
     (["--second-stage-steps", "-1"], "--second-stage-steps must be >= 0"),
     (["--second-stage-lr", "0"], "--second-stage-lr must be > 0"),
     (["--first-stage-targets", "quality", "--second-stage-steps", "0"], "needs --second-stage-steps"),
+    (["--prm-layers", "-1"], "--prm-layers must be >= 0"),
+    (["--prm-layers", "99"], "--prm-layers must be between 1 and the model's"),
     (["--policy-problems", "-1"], "--policy-problems must be >= 0"),
     (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
     (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
@@ -214,3 +216,22 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
     assert pools and all(len(p) == n_teacher + repeat * len(own) for p in pools)
     own_texts = sorted(r["trajectory"] + r["problem"] for r in own)
     assert sorted(r["trajectory"] + r["problem"] for r in pools[0][n_teacher:]) == sorted(own_texts * repeat)
+
+
+def test_keep_layers_cuts_the_backbone(quick_policy, tmp_path):
+    from rfprm.checkpoint import load_model
+    from rfprm.prm import PRM
+    from rfprm.prm_train import keep_layers
+    from rfprm.tokenizer import load_tokenizer
+    full, cut = load_model(quick_policy), keep_layers(load_model(quick_policy), 1)
+    assert len(cut.model.layers) == cut.cfg.num_hidden_layers == cut.model.cfg.num_hidden_layers == 1
+    ids = torch.tensor([[3, 5, 7, 11]])
+    with torch.no_grad():   # the cut model is the full one's first layer, then its final norm
+        x = full.model.embed_tokens(ids)
+        cos, sin = full.model.rope(torch.arange(4).expand(1, 4))
+        from rfprm.model import build_mask
+        x = full.model.layers[0](x, cos, sin, build_mask(4, 0, None, ids.device), None)
+        assert torch.allclose(full.model.norm(x), cut.model(ids), atol=1e-6)
+    prm = PRM.from_lm(cut, load_tokenizer(quick_policy))
+    prm.save(tmp_path / "p")
+    assert rfprm.load_prm(tmp_path / "p").cfg.num_hidden_layers == 1
