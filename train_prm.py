@@ -7,27 +7,32 @@ evaluated on held-out traces. `--variants` adds the baselines trained the same w
 outcome-only reward model and the step-only ablation (λ_final = 0). Results go to a new
 directory under runs/.
 
-The PRM trains in two stages (the recipe of the shipped tiny-prm). A tiny PRM sits at the label
-variance for 2,500-3,500 steps of 32 traces before it learns to verify arithmetic, and the
-trajectory term delays that jump by another ~1,000 steps; so the first stage (--steps, 5,000)
-trains the step loss alone, and the second (--second-stage-steps, 1,000, at --second-stage-lr)
-adds the trajectory term with λ_final = 0.25. The first stage is exactly the step-only
-ablation, which `--variants ...,step-only` then evaluates without training it twice.
-`--eval-every` prints where a run is. The stages run at about 2.6 steps/s on two free cores
-(bench/bench_prm_train.py; `--compile` makes it 1.2x); with other jobs on the machine, pass
---threads 1.
+The default recipe fits the built-in world into about ten minutes on two CPU cores (README,
+"The PRM"). A tiny PRM sits at the label variance for a long while before it learns to verify
+arithmetic, so it trains in two stages:
+1. the step loss alone for --steps (2,200) steps, on the quality judge's verdicts
+   (--first-stage-targets quality: 1 sound, 0.4 no progress, 0 wrong, one of the three parts
+   the fused step reward is made of), from which it learns to verify about 1,500 steps sooner
+   than from the fused rewards;
+2. the method's full loss, the fused step rewards plus the trajectory term with λ_final = 0.25,
+   for --second-stage-steps (300) at --second-stage-lr, training the step head alone
+   (--second-stage-head-only: a full second stage cost 2-3 points of first-error F1).
+The PRM keeps the first 4 of tiny-policy's 6 layers (--prm-layers; all layers of any other
+--model): it learns as fast per step at two thirds of the cost. The backbone trains under
+torch.compile (--compile, 1.2x). The step-only ablation (`--variants ...,step-only`) shares
+the first stage and gets its own second stage with λ_final = 0.
 
-`--first-stage-targets quality` is a curriculum: the first stage trains on the quality judge's
-verdicts alone (one of the fused reward's three parts), on which the step head learns to
-verify about 1,500 steps sooner; the second stage then trains on the fused rewards with the
-trajectory term. The step-only ablation then shares that first stage and gets its own second
-stage with λ_final = 0.
+The shipped tiny-prm comes from the earlier, slower recipe, all fused and all layers (about
+40 minutes on two cores; F1 86.1 against the default's ~80):
+
+    python train_prm.py --prm-layers 0 --first-stage-targets fused --steps 5000 --second-stage-steps 1000 \
+        --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
     python train_prm.py --quick                           # a one-minute version
     python train_prm.py --init-prm DIR --steps 1000 --lr 5e-4 --second-stage-steps 0
-                                                          # one more stage from a trained PRM
+                                                          # one more (fused) stage from a trained PRM
     python train_prm.py --policy-problems 2000            # also train on the policy's own samples
     python train_prm.py --model DIR --data traces.jsonl   # real checkpoints and data
 
@@ -46,7 +51,7 @@ from pathlib import Path
 import torch
 
 from rfprm import world
-from rfprm.checkpoint import load_model
+from rfprm.checkpoint import load_config, load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
 from rfprm.paths import resolve_path
@@ -81,7 +86,7 @@ def parse_args(argv=None):
     ap.add_argument("--n-val", type=int, default=200, help="world: validation traces (threshold)")
     ap.add_argument("--n-test", type=int, default=400, help="world: held-out test traces")
     ap.add_argument("--rollouts", type=int, default=4, help="guided answers per trace for the trajectory reward")
-    ap.add_argument("--rollout-traces", type=int, default=2000,
+    ap.add_argument("--rollout-traces", type=int, default=1000,
                     help="compute the trajectory reward (policy rollouts) for this many training traces "
                          "only; the rest train the step head alone (-1: all)")
     ap.add_argument("--policy-problems", type=int, default=0,
@@ -93,18 +98,21 @@ def parse_args(argv=None):
     ap.add_argument("--policy-repeat", type=int, default=1,
                     help="--policy-problems: put each policy trace in the training pool this many times "
                          "(weights the policy's own mistakes against the teacher traces)")
-    ap.add_argument("--steps", type=int, default=5000,
+    ap.add_argument("--steps", type=int, default=2200,
                     help="optimizer steps per PRM (for reasonflux with a second stage: its first stage)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--second-stage-steps", type=int, default=1000,
+    ap.add_argument("--second-stage-steps", type=int, default=300,
                     help="reasonflux: train --steps with the step loss alone (λ_final = 0), then this many "
                          "steps with the full loss from there; 0 = one stage with the full loss throughout")
-    ap.add_argument("--second-stage-lr", type=float, default=5e-4, help="peak learning rate of the second stage")
-    ap.add_argument("--first-stage-targets", default="fused", choices=["fused", "quality"],
-                    help="step targets of the first stage: the fused step rewards (the method's), or the "
-                         "quality judge's verdicts alone (label_parts.quality), a curriculum: the second "
-                         "stage then trains on the fused rewards (README, 'the plateau')")
+    ap.add_argument("--second-stage-lr", type=float, default=2e-4, help="peak learning rate of the second stage")
+    ap.add_argument("--second-stage-head-only", action=argparse.BooleanOptionalAction, default=True,
+                    help="the second stage trains the step head alone, the backbone frozen (README)")
+    ap.add_argument("--first-stage-targets", default=None, choices=["fused", "quality"],
+                    help="step targets of the first stage: the quality judge's verdicts alone "
+                         "(label_parts.quality; a curriculum, the second stage then trains on the fused "
+                         "rewards; the default with two stages) or the fused step rewards (the method's; "
+                         "the default with --second-stage-steps 0)")
     ap.add_argument("--bucket", type=int, default=8,
                     help="batches drawn together and sorted by length, to pad less (1 = plain random batches)")
     ap.add_argument("--lambda-step", type=float, default=1.0)
@@ -112,9 +120,9 @@ def parse_args(argv=None):
                     help="weight of the trajectory term (method.md leaves λ open; 0.25 beat 1.0 in the "
                          "second stage, see the README)")
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
-    ap.add_argument("--prm-layers", type=int, default=0,
-                    help="the PRM keeps only the first N decoder layers of --model (0 = all); the rollouts "
-                         "still use the whole --policy (README, 'the plateau')")
+    ap.add_argument("--prm-layers", type=int, default=None,
+                    help="the PRM keeps only the first N decoder layers of --model (0 = all; default 4 of "
+                         "tiny-policy's 6, all of any other --model); the rollouts still use the whole --policy")
     ap.add_argument("--layout", default="rfprm", choices=["rfprm", "qwen"], help="PRM input layout")
     ap.add_argument("--variants", default="reasonflux",
                     help="which PRMs to train, in order (the first is the --out checkpoint): reasonflux "
@@ -122,9 +130,10 @@ def parse_args(argv=None):
     ap.add_argument("--eval-every", type=int, default=500,
                     help="print held-out F1/AUC every this many steps while training (0 = only at the end)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    ap.add_argument("--compile", action="store_true",
-                    help="train with the backbone under torch.compile (needs a C++ compiler on the CPU; "
-                         "1.2x the steps/s on two cores, bench/bench_prm_train.py, after ~20 s of compiling)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="train with the backbone under torch.compile (1.2x the steps/s on two cores, "
+                         "bench/bench_prm_train.py, after ~20 s of compiling; falls back to eager mode "
+                         "where it cannot compile, e.g. without a C++ compiler)")
     args = ap.parse_args(argv)
     if args.eval_every < 0:
         raise RfprmError(f"--eval-every must be >= 0, got {args.eval_every}")
@@ -137,7 +146,7 @@ def parse_args(argv=None):
     for name in ("lr", "second_stage_lr"):
         if not getattr(args, name) > 0:
             raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if args.prm_layers < 0:
+    if args.prm_layers is not None and args.prm_layers < 0:
         raise RfprmError(f"--prm-layers must be >= 0 (0 = all), got {args.prm_layers}")
     if args.policy_problems < 0:
         raise RfprmError(f"--policy-problems must be >= 0, got {args.policy_problems}")
@@ -150,6 +159,8 @@ def parse_args(argv=None):
         raise RfprmError(f"--rollout-traces must be >= 0 (or -1 for all), got {args.rollout_traces}")
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
+    if args.first_stage_targets is None:   # a one-stage run trains on the method's fused rewards
+        args.first_stage_targets = "quality" if args.second_stage_steps else "fused"
     if args.first_stage_targets != "fused" and not args.second_stage_steps:
         raise RfprmError("--first-stage-targets quality is a first stage: it needs --second-stage-steps >= 1 "
                          "(the second trains on the fused step rewards)")
@@ -163,6 +174,7 @@ def parse_args(argv=None):
         args.rollouts, args.steps, args.batch_size, args.rollout_traces = 2, 8, 16, -1
         args.second_stage_steps = min(args.second_stage_steps, 4)
         args.policy_problems = min(args.policy_problems, 8)
+        args.compile = False   # compiling takes longer than the quick run's few steps
     return args
 
 
@@ -293,6 +305,9 @@ def main(argv=None):
     init_dir = resolve_path(args.model)
     if args.init_prm:
         args.init_prm = str(resolve_path(args.init_prm))   # a missing one fails now, not after labelling
+    if args.prm_layers is None:   # the --init-prm's depth; else 4 of tiny-policy's 6 (README); else all
+        args.prm_layers = load_config(Path(args.init_prm)).num_hidden_layers if args.init_prm \
+            else 4 if args.model == "tiny-policy" else 0
     tok = load_tokenizer(init_dir)
     lm = load_model(init_dir, device=args.device)
     if args.prm_layers:
@@ -336,7 +351,8 @@ def main(argv=None):
         if name == "step-only" and not curriculum:
             return [first]                          # the reasonflux first stage is this ablation
         final = spec if name == "reasonflux" else step_only
-        return [first, (labelled, replace(final, steps=args.second_stage_steps, lr=args.second_stage_lr), False)]
+        return [first, (labelled, replace(final, steps=args.second_stage_steps, lr=args.second_stage_lr,
+                                          freeze_backbone=args.second_stage_head_only), False)]
 
     results, main_prm, shared = {}, None, None      # shared: the saved first stage, trained once
     for i, name in enumerate(args.variants):

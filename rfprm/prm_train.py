@@ -52,6 +52,7 @@ class PRMTrainSpec:
     ckpt_every: int = 100
     bucket: int = BUCKET          # batches drawn together and sorted by length (1 = plain random batches)
     compile: bool = False         # run the backbone through torch.compile while training (PRM.compile_backbone)
+    freeze_backbone: bool = False  # train the heads only (the backbone's weights stay; no LM loss then)
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -166,6 +167,11 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
     batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
+    if spec.freeze_backbone:
+        # Only the step head learns: no gradient flows into the backbone, so a step costs about a
+        # forward pass, and the auxiliary LM loss (which trains the backbone) has nothing to train.
+        prm.model.requires_grad_(False)
+        spec = PRMTrainSpec(**{**spec.__dict__, "lm_aux": 0.0})
     if spec.compile:
         prm.compile_backbone()
     try:
@@ -173,6 +179,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     finally:
         if spec.compile:
             prm.compile_backbone(False)   # scoring afterwards runs the eager reference
+        prm.model.requires_grad_(True)
     return prm.eval()
 
 

@@ -57,11 +57,16 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     s = prm.score("Compute 3 + 4 * 2.", "First, 4 * 2 = 8.\n\nThen 3 + 8 = 11.",
                   "4 * 2 gives 8.\n\n3 + 8 gives 11, so the answer is \\boxed{11}")
     assert len(s.steps) == 2 and 0 <= s.trajectory <= 1
-    # two stages: the step-only ablation *is* the reasonflux first stage, and the second moved on
+    # the default two stages: stage 1 on the verdicts, shared by reasonflux and the step-only
+    # ablation; each then trains its own head-only second stage (λ_final 0.25 and 0)
     first = rfprm.load_prm(work / "run_0" / "stage1").state_dict()
     ablation = rfprm.load_prm(work / "baseline_1").state_dict()
-    assert all(torch.equal(first[k], ablation[k]) for k in first)
-    assert not torch.equal(first["score.2.weight"], prm.state_dict()["score.2.weight"])
+    main = prm.state_dict()
+    assert not (work / "run_1" / "stage1").exists()
+    for other in (ablation, main):
+        assert all(torch.equal(first[k], other[k]) for k in first if not k.startswith("score."))
+        assert not torch.equal(first["score.2.weight"], other["score.2.weight"])
+    assert not torch.equal(ablation["score.2.weight"], main["score.2.weight"])
     # --resume of a finished run trains nothing again and ends with the same PRM
     res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
                           "--out", str(out), "--work", str(work), "--resume", "--eval-every", "0",
@@ -71,9 +76,10 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     assert all(torch.equal(v, again[k]) for k, v in prm.state_dict().items())
 
 
-def test_quality_curriculum_shares_the_first_stage(quick_policy, tmp_path):
-    """--first-stage-targets quality: stage 1 trains on the judge's verdicts, once for both
-    variants; reasonflux and step-only each train their own second stage on the fused rewards."""
+def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
+    """first_stage_records swaps in the judge's verdicts; with --first-stage-targets fused (the
+    recipe of the shipped tiny-prm) the step-only ablation *is* the reasonflux first stage, and
+    a full second stage moves the backbone too."""
     import train_prm
     labelled = [{"step_rewards": [0.7, 0.3], "label_parts": {"quality": [1.0, 0.0]}, "x": 1}]
     assert train_prm.first_stage_records(labelled, "quality")[0]["step_rewards"] == [1.0, 0.0]
@@ -82,18 +88,18 @@ def test_quality_curriculum_shares_the_first_stage(quick_policy, tmp_path):
         train_prm.first_stage_records([{"step_rewards": [0.7]}], "quality")
     out, work = tmp_path / "prm", tmp_path / "work"
     res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
-                          "--out", str(out), "--work", str(work), "--first-stage-targets", "quality",
-                          "--variants", "reasonflux,step-only", "--eval-every", "0", "--threads", "1"],
+                          "--out", str(out), "--work", str(work), "--first-stage-targets", "fused",
+                          "--no-second-stage-head-only", "--variants", "reasonflux,step-only",
+                          "--eval-every", "0", "--threads", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "stage 1 (verdicts" in res.stderr and not (work / "run_1" / "stage1").exists()
+    assert "stage 1 (step loss" in res.stderr
     first = rfprm.load_prm(work / "run_0" / "stage1").state_dict()
     ablation = rfprm.load_prm(work / "baseline_1").state_dict()
     main = rfprm.load_prm(out).state_dict()
-    assert (work / "run_1" / "stage2" / "train_state").is_dir()      # its own second stage
-    for other in (ablation, main):
-        assert not torch.equal(first["score.2.weight"], other["score.2.weight"])
-    assert not torch.equal(ablation["score.2.weight"], main["score.2.weight"])   # λ_final differs
+    assert all(torch.equal(first[k], ablation[k]) for k in first)
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(first[name], main[name]) and not torch.equal(first["score.2.weight"], main["score.2.weight"])
 
 
 @pytest.mark.parametrize("flags,match", [
