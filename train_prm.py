@@ -23,7 +23,7 @@ torch.compile (--compile, 1.2x). The step-only ablation (`--variants ...,step-on
 the first stage and gets its own second stage with λ_final = 0.
 
 The shipped tiny-prm comes from the earlier, slower recipe, all fused and all layers (about
-40 minutes on two cores; F1 86.1 against the default's ~80):
+40 minutes on two cores; F1 86.1 against the default's 85.3):
 
     python train_prm.py --prm-layers 0 --first-stage-targets fused --steps 5000 --second-stage-steps 1000 \
         --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000
@@ -111,8 +111,8 @@ def parse_args(argv=None):
     ap.add_argument("--first-stage-targets", default=None, choices=["fused", "quality"],
                     help="step targets of the first stage: the quality judge's verdicts alone "
                          "(label_parts.quality; a curriculum, the second stage then trains on the fused "
-                         "rewards; the default with two stages) or the fused step rewards (the method's; "
-                         "the default with --second-stage-steps 0)")
+                         "rewards; the default with two stages when every record has them) or the fused "
+                         "step rewards (the method's; the default otherwise)")
     ap.add_argument("--bucket", type=int, default=8,
                     help="batches drawn together and sorted by length, to pad less (1 = plain random batches)")
     ap.add_argument("--lambda-step", type=float, default=1.0)
@@ -159,9 +159,9 @@ def parse_args(argv=None):
         raise RfprmError(f"--rollout-traces must be >= 0 (or -1 for all), got {args.rollout_traces}")
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
-    if args.first_stage_targets is None:   # a one-stage run trains on the method's fused rewards
-        args.first_stage_targets = "quality" if args.second_stage_steps else "fused"
-    if args.first_stage_targets != "fused" and not args.second_stage_steps:
+    if args.first_stage_targets is None and not args.second_stage_steps:
+        args.first_stage_targets = "fused"   # a one-stage run trains on the method's fused rewards
+    if args.first_stage_targets == "quality" and not args.second_stage_steps:
         raise RfprmError("--first-stage-targets quality is a first stage: it needs --second-stage-steps >= 1 "
                          "(the second trains on the fused step rewards)")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -335,6 +335,13 @@ def main(argv=None):
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
                         bf16=args.device.startswith("cuda"), compile=args.compile)
     step_only = replace(spec, lambda_final=0.0)
+    if args.first_stage_targets is None:   # verdicts first where the labels carry them (rfprm's do)
+        has = all(len((r.get("label_parts") or {}).get("quality") or ()) == len(r.get("step_rewards") or [None])
+                  for r in labelled)
+        args.first_stage_targets = "quality" if has else "fused"
+        if not has:
+            print("first stage on the fused step rewards: not every training record carries the judge's "
+                  "verdicts (label_parts.quality)")
     curriculum = args.first_stage_targets != "fused"
     first_records = first_stage_records(labelled, args.first_stage_targets) \
         if args.second_stage_steps and set(args.variants) - {"outcome"} else labelled

@@ -241,3 +241,23 @@ def test_keep_layers_cuts_the_backbone(quick_policy, tmp_path):
     prm = PRM.from_lm(cut, load_tokenizer(quick_policy))
     prm.save(tmp_path / "p")
     assert rfprm.load_prm(tmp_path / "p").cfg.num_hidden_layers == 1
+
+
+def test_prelabelled_data_without_verdicts_trains_on_the_fused_rewards(quick_policy, tmp_path):
+    """--data whose records carry step_rewards but no judge verdicts: the default first stage
+    falls back to the fused rewards (said in one line) instead of failing."""
+    from rfprm import world
+    recs = world.make_traces(12, 5)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"problem": r["problem"], "trajectory": r["trajectory"],
+                                        "response": r["response"],
+                                        "step_rewards": [0.5] * len(r["trajectory"].split("\n\n"))}) + "\n"
+                            for r in recs))
+    res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy), "--data", str(data),
+                          "--out", str(tmp_path / "o" / "prm"), "--threads", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "first stage on the fused step rewards" in res.stdout
+    from rfprm.checkpoint import load_config
+    # a --model other than tiny-policy keeps all its layers by default
+    assert rfprm.load_prm(tmp_path / "o" / "prm").cfg.num_hidden_layers == load_config(quick_policy).num_hidden_layers
