@@ -348,5 +348,7 @@ def test_compiled_backbone_agrees_with_eager(tok, traces):
         results[mode] = out
     for (l1, g1), (l2, g2) in zip(results["eager"], results["compiled"]):
         assert torch.allclose(l1, l2, atol=1e-5) and torch.allclose(g1, g2, atol=1e-5, rtol=1e-4)
+    from torch._dynamo.utils import counters
+    assert counters["stats"]["unique_graphs"] > 0   # it compiled, not a silent eager fallback
     prm.compile_backbone(False)
     assert prm.model._compiled_call_impl is None
