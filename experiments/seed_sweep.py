@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lm-aux", type=float, default=0.5)
     ap.add_argument("--bucket", type=int, default=8)
+    ap.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"])
     ap.add_argument("--prm-layers", type=int, default=4)
     ap.add_argument("--careless", type=float, default=0.0, help="share of the pool replaced by careless traces")
     ap.add_argument("--slip-p", type=float, default=0.5)
@@ -97,13 +98,14 @@ def main():
         return f
     spec = PRMTrainSpec(steps=a.steps, batch_size=32, lr=a.lr, seed=a.seed, lambda_final=0.0, lm_aux=a.lm_aux,
                         bucket=a.bucket, ckpt_every=0, bf16=a.device.startswith("cuda") and not a.fp32,
-                        compile=a.compile)
+                        compile=a.compile, schedule=a.schedule)
     first = train_prm.first_stage_records(lab, "quality")
     prm = train_prm_model(lm, tok, hide_eval_fields(first), spec, "rfprm", callback=cb(1, a.steps), desc="stage 1")
     if a.second_stage_steps:
         with __import__("tempfile").TemporaryDirectory() as d:
             prm.save(d)
-            s2 = replace(spec, steps=a.second_stage_steps, lr=2e-4, freeze_backbone=True, lm_aux=0.0, compile=False)
+            s2 = replace(spec, steps=a.second_stage_steps, lr=2e-4, freeze_backbone=True, lm_aux=0.0, compile=False,
+                         schedule="cosine")
             train_prm_model(lm, tok, hide_eval_fields(lab), s2, "rfprm", callback=cb(2, s2.steps), desc="stage 2",
                             init_prm=d)
 

@@ -30,7 +30,9 @@ from .errors import RfprmError, atomic_dir
 class TrainConfig:
     steps: int = 1000
     lr: float = 1e-3
-    min_lr_ratio: float = 0.1     # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1     # the schedule decays to lr * min_lr_ratio
+    schedule: str = "cosine"      # after warm-up: "cosine" decay, or "wsd" (stable, then a linear decay)
+    decay_frac: float = 0.2       # wsd: the share of the steps spent decaying
     warmup: int = 50              # linear warm-up steps
     weight_decay: float = 0.1     # applied to matrices only, not to norms and biases
     betas: tuple = (0.9, 0.95)
@@ -47,12 +49,21 @@ class TrainConfig:
                              f"warmup={self.warmup} (steps and grad_accum must be >= 1)")
         if not self.lr > 0:
             raise RfprmError(f"learning rate must be > 0, got {self.lr}")
+        if self.schedule not in ("cosine", "wsd") or not 0 < self.decay_frac <= 1:
+            raise RfprmError(f"bad schedule {self.schedule!r} with decay_frac {self.decay_frac} "
+                             f"(expected 'cosine' or 'wsd', and 0 < decay_frac <= 1)")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up for `warmup` steps, then cosine from lr down to lr * min_lr_ratio."""
+    """Linear warm-up for `warmup` steps, then cosine from lr down to lr * min_lr_ratio; or, for
+    schedule="wsd" (warm-up, stable, decay), lr until the last decay_frac of the steps, then a
+    linear decay to lr * min_lr_ratio."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "wsd":
+        decay_start = cfg.steps - max(1, round(cfg.decay_frac * cfg.steps))
+        frac = min(1.0, max(0.0, (step - decay_start) / max(1, cfg.steps - decay_start)))
+        return cfg.lr * (1 - (1 - cfg.min_lr_ratio) * frac)
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
