@@ -60,6 +60,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=2200)
+    ap.add_argument("--n-train", type=int, default=20000)
     ap.add_argument("--second-stage-steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -75,7 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    args = train_prm.parse_args(["--seed", str(a.seed)])
+    args = train_prm.parse_args(["--seed", str(a.seed), "--n-train", str(a.n_train)])
     train, val, test, used = train_prm.world_splits(args)
     if a.careless > 0:
         k = int(a.careless * len(train))

@@ -75,6 +75,17 @@ def test_schedule():
         TrainConfig(steps=0)
 
 
+def test_wsd_schedule_is_flat_then_decays_linearly():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1, schedule="wsd", decay_frac=0.2)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert [lr_at(s, cfg) for s in (10, 50, 80)] == pytest.approx([1.0, 1.0, 1.0])
+    assert lr_at(90, cfg) == pytest.approx(0.55) and lr_at(100, cfg) == pytest.approx(0.1)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 100))
+    for bad in (dict(schedule="linear"), dict(schedule="wsd", decay_frac=0.0), dict(decay_frac=1.5)):
+        with pytest.raises(RfprmError):
+            TrainConfig(**bad)
+
+
 def test_callback_sees_every_step():
     model, seen = tiny_lm(), []
     batch_at = make_batches(toy_examples(), 4, 0, 0)
