@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--lm-aux", type=float, default=0.5)
     ap.add_argument("--bucket", type=int, default=8)
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"])
+    ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--prm-layers", type=int, default=4)
     ap.add_argument("--careless", type=float, default=0.0, help="share of the pool replaced by careless traces")
     ap.add_argument("--slip-p", type=float, default=0.5)
@@ -99,7 +100,8 @@ def main():
         return f
     spec = PRMTrainSpec(steps=a.steps, batch_size=32, lr=a.lr, seed=a.seed, lambda_final=0.0, lm_aux=a.lm_aux,
                         bucket=a.bucket, ckpt_every=0, bf16=a.device.startswith("cuda") and not a.fp32,
-                        compile=a.compile, schedule=a.schedule)
+                        compile=a.compile, schedule=a.schedule,
+                        weight_decay=a.weight_decay)
     first = train_prm.first_stage_records(lab, "quality")
     prm = train_prm_model(lm, tok, hide_eval_fields(first), spec, "rfprm", callback=cb(1, a.steps), desc="stage 1")
     if a.second_stage_steps:

@@ -54,6 +54,7 @@ class PRMTrainSpec:
     compile: bool = False         # run the backbone through torch.compile while training (PRM.compile_backbone)
     freeze_backbone: bool = False  # train the heads only (the backbone's weights stay; no LM loss then)
     schedule: str = "cosine"      # learning-rate decay after warm-up: "cosine" or "wsd" (TrainConfig)
+    weight_decay: float = 0.1     # AdamW's, on matrices only (TrainConfig)
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -166,6 +167,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16, schedule=spec.schedule,
+                      weight_decay=spec.weight_decay,
                       gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
     batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
     if spec.freeze_backbone:
