@@ -120,6 +120,11 @@ def parse_args(argv=None):
                     help="weight of the trajectory term (method.md leaves λ open; 0.25 beat 1.0 in the "
                          "second stage, see the README)")
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
+    ap.add_argument("--marker-aux", type=float, default=None,
+                    help="weight of the marker auxiliary in the first stage: at each step marker the PRM's "
+                         "LM head names the last digit of the step's correct result, recomputed by the "
+                         "world's equation parser (default 0.5 on the built-in world, 0 with --data; "
+                         "0 = off; never for the outcome RM)")
     ap.add_argument("--prm-layers", type=int, default=None,
                     help="the PRM keeps only the first N decoder layers of --model (0 = all; default 4 of "
                          "tiny-policy's 6, all of any other --model); the rollouts still use the whole --policy")
@@ -146,6 +151,8 @@ def parse_args(argv=None):
     for name in ("lr", "second_stage_lr"):
         if not getattr(args, name) > 0:
             raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.marker_aux is not None and args.marker_aux < 0:
+        raise RfprmError(f"--marker-aux must be >= 0 (0 = off), got {args.marker_aux}")
     if args.prm_layers is not None and args.prm_layers < 0:
         raise RfprmError(f"--prm-layers must be >= 0 (0 = all), got {args.prm_layers}")
     if args.policy_problems < 0:
@@ -347,6 +354,9 @@ def main(argv=None):
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
                         bf16=args.device.startswith("cuda"), compile=args.compile)
     step_only = replace(spec, lambda_final=0.0)
+    if args.marker_aux is None:   # the world's equation parser finds the steps' results in world traces
+        args.marker_aux = 0.0 if args.data else 0.5
+    marker = dict(marker_aux=args.marker_aux)   # the first (backbone-training) stage's, never the outcome RM's
     if args.first_stage_targets is None:   # verdicts first where the labels carry them (rfprm's do)
         has = all(len((r.get("label_parts") or {}).get("quality") or ()) == len(r.get("step_rewards") or [None])
                   for r in labelled)
@@ -363,10 +373,10 @@ def main(argv=None):
         if name == "outcome":
             return [(outcome_targets(labelled, world.is_correct), spec, False)]
         if not args.second_stage_steps:
-            return [(labelled, spec if name == "reasonflux" else step_only, False)]
+            return [(labelled, replace(spec if name == "reasonflux" else step_only, **marker), False)]
         # Two stages: the trajectory term delays the step head's late jump (README), so the first
         # trains the step loss alone and the second adds it, from the first's weights at a lower lr.
-        first = (first_records, step_only, True)
+        first = (first_records, replace(step_only, **marker), True)
         if name == "step-only" and not curriculum:
             return [first]                          # the reasonflux first stage is this ablation
         final = spec if name == "reasonflux" else step_only
@@ -391,7 +401,8 @@ def main(argv=None):
                                   resume=args.resume and (stage_dir / "train_state").exists(),
                                   desc=tag if len(plan) == 1 else f"{tag} ({what})",
                                   callback=progress_eval(args, val, test, tag, s.steps),
-                                  init_prm=args.init_prm if k == 0 else prm_dir)
+                                  init_prm=args.init_prm if k == 0 else prm_dir,
+                                  marker_target=world.step_result if s.marker_aux else None)
             if is_first:
                 prm.save(saved)
                 shared = prm_dir = saved

@@ -81,6 +81,7 @@ class PRMExample:
     trajectory_position: int             # token index of the trajectory read-out
     step_targets: list[float] | None = None
     trajectory_target: float | None = None
+    marker_targets: list[int] | None = None   # a token id per step for the marker auxiliary, -100 = none
 
 
 @dataclass
@@ -93,11 +94,12 @@ class PRMBatch:
     trajectory_cols: torch.Tensor        # (B,) long
     step_targets: torch.Tensor           # (N,) float, NaN where unlabelled
     trajectory_targets: torch.Tensor     # (B,) float, NaN where unlabelled or not used
+    marker_targets: torch.Tensor | None = None   # (N,) long, -100 where none; None: no example has them
 
     def to(self, device) -> "PRMBatch":
-        return PRMBatch(*(t.to(device) for t in (self.input_ids, self.step_rows, self.step_cols,
-                                                 self.trajectory_cols, self.step_targets,
-                                                 self.trajectory_targets)))
+        return PRMBatch(*(t.to(device) if t is not None else None
+                          for t in (self.input_ids, self.step_rows, self.step_cols, self.trajectory_cols,
+                                    self.step_targets, self.trajectory_targets, self.marker_targets)))
 
     def steps_per_row(self) -> list[int]:
         return torch.bincount(self.step_rows, minlength=self.input_ids.shape[0]).tolist()
@@ -215,7 +217,7 @@ def collate(examples: list[PRMExample], pad_id: int) -> PRMBatch:
         raise RfprmError("PRM batch: no examples")
     T = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    rows, cols, targets, traj_cols, traj_targets = [], [], [], [], []
+    rows, cols, targets, traj_cols, traj_targets, markers = [], [], [], [], [], []
     for b, e in enumerate(examples):
         ids[b, :len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
         rows += [b] * len(e.step_positions)
@@ -223,10 +225,13 @@ def collate(examples: list[PRMExample], pad_id: int) -> PRMBatch:
         targets += e.step_targets if e.step_targets is not None else [math.nan] * len(e.step_positions)
         traj_cols.append(e.trajectory_position)
         traj_targets.append(math.nan if e.trajectory_target is None else e.trajectory_target)
+        markers += e.marker_targets if e.marker_targets is not None else [-100] * len(e.step_positions)
+    has_markers = any(e.marker_targets is not None for e in examples)
     return PRMBatch(ids, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long),
                     torch.tensor(traj_cols, dtype=torch.long),
                     torch.tensor(targets, dtype=torch.float32),
-                    torch.tensor(traj_targets, dtype=torch.float32))
+                    torch.tensor(traj_targets, dtype=torch.float32),
+                    torch.tensor(markers, dtype=torch.long) if has_markers else None)
 
 
 def prm_inputs(tok, records, layout: str, max_len: int | None = None,

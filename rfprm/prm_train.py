@@ -17,6 +17,13 @@ Notable choice: an optional auxiliary language-model loss (`lm_aux`, on the PRM 
 of traces whose every step the quality judge passed) keeps the backbone's knowledge of sound
 steps while the head learns to verify; the planning notes in the issue found it decisive for
 tiny models. It needs tied embeddings (the PRM keeps no lm_head): tiny models have them.
+
+A second auxiliary, for a first stage (`marker_aux`): at each step's <extra_0>, the same tied
+LM head must name the last token of the step's *correct* result, as a `marker_target` function
+gives it (the built-in world's `step_result`: the step's last `a op b`, recomputed from the
+written a and b; for its numbers the last token is the units digit). The marker then has to
+fetch the result the backbone predicts at `=`, which is half of comparing it with the written
+one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM verifies (README).
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ class PRMTrainSpec:
     compile: bool = False         # run the backbone through torch.compile while training (PRM.compile_backbone)
     freeze_backbone: bool = False  # train the heads only (the backbone's weights stay; no LM loss then)
     schedule: str = "cosine"      # learning-rate decay after warm-up: "cosine" or "wsd" (TrainConfig)
+    marker_aux: float = 0.0       # weight of the marker auxiliary (module docstring; needs a marker_target)
     weight_decay: float = 0.1     # AdamW's, on matrices only (TrainConfig)
 
 
@@ -93,12 +101,18 @@ def keep_layers(lm, n: int):
 
 
 def make_loss(spec: PRMTrainSpec):
-    """The training loss: prm_loss, plus the auxiliary LM term on the sound traces' tokens."""
+    """The training loss: prm_loss, plus the auxiliary LM term on the sound traces' tokens and
+    the marker auxiliary where the batch carries marker targets."""
     def loss_fn(prm: PRM, item):
         batch, rows_sound = item
         batch = batch.to(prm.device)
-        hidden = prm.model(batch.input_ids)                    # one forward for both terms
+        hidden = prm.model(batch.input_ids)                    # one forward for every term
         loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final, hidden)
+        if spec.marker_aux > 0 and batch.marker_targets is not None and (batch.marker_targets >= 0).any():
+            h = hidden[batch.step_rows, batch.step_cols]       # (N, H) at the step markers
+            marker = linear_cross_entropy(h, prm.model.embed_tokens.weight, batch.marker_targets)
+            loss = loss + spec.marker_aux * marker
+            metrics["marker"] = marker.item()
         if spec.lm_aux > 0 and rows_sound.any():
             rows_sound = rows_sound.to(prm.device)
             ids = batch.input_ids[rows_sound]
@@ -112,6 +126,19 @@ def make_loss(spec: PRMTrainSpec):
             metrics["lm"] = lm.item()
         return loss, metrics
     return loss_fn
+
+
+def add_marker_targets(tok, examples: list, records: list[dict], marker_target) -> None:
+    """Set each example's marker_targets: per step (split_steps of the trajectory, as the layout
+    splits it), the last token of marker_target(step), or -100 where it gives none."""
+    from .steps import split_steps
+    for e, r in zip(examples, records):
+        out = []
+        for step in split_steps(r["trajectory"]):
+            result = marker_target(step)
+            ids = tok.encode(result) if result else []
+            out.append(ids[-1] if ids else -100)
+        e.marker_targets = out + [-100] * (len(e.step_positions) - len(out))   # qwen's response step
 
 
 def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: int, pad_id: int,
@@ -142,10 +169,11 @@ def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: i
 
 def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layout: str = "rfprm",
                     out_dir: str | Path | None = None, resume: bool = False, desc: str = "PRM",
-                    callback=None, init_prm: str | Path | None = None) -> PRM:
+                    callback=None, init_prm: str | Path | None = None, marker_target=None) -> PRM:
     """A step-head PRM from `init_lm`'s backbone, trained on labelled trace records.
     `init_prm`: a PRM checkpoint whose weights (backbone and step head) the PRM starts from
-    instead, for a two-stage recipe (e.g. the step head first, then the trajectory term)."""
+    instead, for a two-stage recipe (e.g. the step head first, then the trajectory term).
+    `marker_target`: step text -> its correct result (str) or None, for spec.marker_aux."""
     torch.manual_seed(spec.seed)
     prm = PRM.from_lm(init_lm, tok, layout=layout)
     if init_prm is not None:
@@ -164,6 +192,15 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     sound = [_sound(r) for r in labelled]
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
         raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")
+    if spec.freeze_backbone:   # the auxiliary losses train the backbone: nothing for them to do
+        spec = PRMTrainSpec(**{**spec.__dict__, "lm_aux": 0.0, "marker_aux": 0.0})
+    if spec.marker_aux > 0:
+        if not init_lm.cfg.tie_word_embeddings:
+            raise RfprmError("--marker-aux needs a model with tied embeddings (the PRM keeps no lm_head); "
+                             "use --marker-aux 0")
+        if marker_target is None:
+            raise RfprmError("marker_aux > 0 needs a marker_target function (step text -> its correct result)")
+        add_marker_targets(prm.tok, examples, labelled, marker_target)
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16, schedule=spec.schedule,
@@ -172,9 +209,8 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
     if spec.freeze_backbone:
         # Only the step head learns: no gradient flows into the backbone, so a step costs about a
-        # forward pass, and the auxiliary LM loss (which trains the backbone) has nothing to train.
+        # forward pass (the auxiliary losses were switched off above).
         prm.model.requires_grad_(False)
-        spec = PRMTrainSpec(**{**spec.__dict__, "lm_aux": 0.0})
     if spec.compile:
         prm.compile_backbone()
     try:

@@ -45,6 +45,9 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
                           "--variants", "reasonflux,step-only,outcome",
                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
+    bars = res.stderr.replace("\r", "\n").splitlines()   # the marker auxiliary: first stage only, never the outcome RM
+    assert any("stage 1" in line and "marker=" in line for line in bars)
+    assert not any(line.startswith(("outcome", "reasonflux stage 2")) and "marker=" in line for line in bars)
     table = json.loads((tmp_path / "r.json").read_text())["results"]
     assert set(table) == {"reasonflux", "step-only", "outcome"}
     for r in table.values():
@@ -121,6 +124,7 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
     (["--policy-problems", "5", "--policy-repeat", "0"], "--policy-repeat must be >= 1"),
     (["--policy-repeat", "2"], "it needs --policy-problems"),
+    (["--marker-aux", "-1"], "--marker-aux must be >= 0"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -272,3 +276,52 @@ def test_late_verifier_note_only_for_a_world_run_under_80():
     assert train_prm.late_verifier_note(world, {"reasonflux": {"f1": 85.3}}) is None
     assert train_prm.late_verifier_note(world, {"step-only": {"f1": 50.0}}) is None
     assert train_prm.late_verifier_note(quick, low) is None and train_prm.late_verifier_note(data, low) is None
+
+
+def test_marker_targets_name_the_correct_result(quick_policy):
+    """add_marker_targets: per step, the last token of the step's correct result (a slipped
+    step still gets the right one; a step without an equation none); collate and make_loss carry
+    them, and the marker term trains the backbone."""
+    from rfprm import world
+    from rfprm.prm import PRM
+    from rfprm.prm_layout import collate, prm_examples
+    from rfprm.prm_train import PRMTrainSpec, add_marker_targets, make_loss
+    assert world.step_result("Then 6 * 13 = 88.") == "78" and world.step_result("First, 20 - 7 = 13.") == "13"
+    assert world.step_result("Let me check the problem again.") is None
+    lm, tok = rfprm.load_model(quick_policy), rfprm.load_tokenizer(quick_policy)
+    prm = PRM.from_lm(lm, tok)
+    recs = [{"problem": "Compute 2 * (6 * (20 - 7)).", "response": "so the answer is \\boxed{156}",
+             "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 88.\n\nLet me check.\n\nThen 2 * 88 = 176.",
+             "step_rewards": [1.0, 0.0, 0.4, 1.0]},
+            {"problem": "Compute 1 + 9.", "trajectory": "First, 1 + 9 = 10.", "response": "\\boxed{10}",
+             "step_rewards": [1.0]}]
+    examples = prm_examples(prm.tok, recs, "rfprm", prm.max_len)
+    add_marker_targets(prm.tok, examples, recs, world.step_result)
+    digit = {d: prm.tok.encode(str(d))[-1] for d in range(10)}
+    assert examples[0].marker_targets == [digit[3], digit[8], -100, digit[6]]   # 13, 78 (not 88), none, 176
+    assert examples[1].marker_targets == [digit[0]]
+    batch = collate(examples, prm.tok.pad_id)
+    assert batch.marker_targets.tolist() == examples[0].marker_targets + examples[1].marker_targets
+    assert collate(prm_examples(prm.tok, recs, "rfprm", prm.max_len), prm.tok.pad_id).marker_targets is None
+    assert batch.to("cpu").marker_targets is not None
+    sound = torch.tensor([False, True])
+    plain, metrics = make_loss(PRMTrainSpec(lambda_final=0.0))(prm, (batch, sound))
+    with_marker, metrics_m = make_loss(PRMTrainSpec(lambda_final=0.0, marker_aux=0.5))(prm, (batch, sound))
+    assert "marker" not in metrics and metrics_m["marker"] > 0
+    assert with_marker.item() == pytest.approx(plain.item() + 0.5 * metrics_m["marker"], rel=1e-5)
+    (with_marker - plain).backward()                   # the marker term alone reaches the backbone
+    assert prm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_marker_aux_needs_a_target_function_and_tied_embeddings(quick_policy):
+    from rfprm.errors import RfprmError
+    from rfprm.prm_train import PRMTrainSpec, train_prm_model
+    lm, tok = rfprm.load_model(quick_policy), rfprm.load_tokenizer(quick_policy)
+    recs = [{"problem": "Compute 1 + 9.", "trajectory": "First, 1 + 9 = 10.", "response": "\\boxed{10}",
+             "step_rewards": [1.0]}]
+    spec = PRMTrainSpec(steps=1, batch_size=1, marker_aux=0.5, lm_aux=0.0, ckpt_every=0)
+    with pytest.raises(RfprmError, match="marker_target"):
+        train_prm_model(lm, tok, recs, spec)
+    lm.cfg = lm.cfg.replace(tie_word_embeddings=False)
+    with pytest.raises(RfprmError, match="--marker-aux needs a model with tied embeddings"):
+        train_prm_model(lm, tok, recs, spec, marker_target=lambda step: "10")

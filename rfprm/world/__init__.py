@@ -14,7 +14,7 @@ text, never the Problem object, the teacher or the first error.
 """
 from .corpus import world_corpus
 from .judge import (IRRELEVANT, UNPARSEABLE, USEFUL, WRONG, StepTracker, extract_boxed,
-                    is_correct, judge_step, judge_steps, normalize_answer, parse_equations)
+                    is_correct, judge_step, judge_steps, normalize_answer, parse_equations, step_result)
 from .problems import Op, Problem, make_problems, parse_problem, random_problem
 from .teachers import DEFAULT_MIX, TEACHERS, make_traces, parse_mix, teacher_counts
 from .templates import (extract_template, problem_prompt, problem_template, template_ops,
@@ -25,7 +25,7 @@ __all__ = [
     "Problem", "Op", "make_problems", "parse_problem", "random_problem",
     "Trace", "format_trace", "parse_trace", "split_steps",
     "DEFAULT_MIX", "TEACHERS", "make_traces", "parse_mix", "teacher_counts",
-    "extract_boxed", "normalize_answer", "is_correct", "parse_equations", "StepTracker",
+    "extract_boxed", "normalize_answer", "is_correct", "parse_equations", "step_result", "StepTracker",
     "judge_step", "judge_steps", "USEFUL", "IRRELEVANT", "UNPARSEABLE", "WRONG",
     "extract_template", "problem_template", "template_ops", "template_prompt", "problem_prompt",
     "wrong_template", "world_corpus",

@@ -81,6 +81,14 @@ def parse_equations(step: str) -> list[Op]:
             for a, op, b, c in _EQUATION.findall(step)]
 
 
+def step_result(step: str) -> str | None:
+    """The correct result of a step's last `a op b = c`, recomputed from the written a and b
+    (None when the step writes no equation): the target of the PRM's marker auxiliary
+    (prm_train.PRMTrainSpec.marker_aux)."""
+    eqs = parse_equations(step)
+    return str(apply(eqs[-1].op, eqs[-1].a, eqs[-1].b)) if eqs else None
+
+
 class StepTracker:
     """Follows a solution step by step: which of the problem's operations are done, and the
     result each one was written with."""
