@@ -26,7 +26,7 @@ The shipped tiny-prm comes from the earlier, slower recipe, all fused and all la
 40 minutes on two cores at the measured 2.57 steps/s; F1 86.1 against the default's 85.3):
 
     python train_prm.py --prm-layers 0 --first-stage-targets fused --steps 5000 --second-stage-steps 1000 \
-        --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000
+        --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000 --marker-aux 0
 
     python train_prm.py                                   # the built-in world, the PRM alone
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
