@@ -13,7 +13,10 @@ arithmetic, so it trains in two stages:
 1. the step loss alone for --steps (2,200) steps, on the quality judge's verdicts
    (--first-stage-targets quality: 1 sound, 0.4 no progress, 0 wrong, one of the three parts
    the fused step reward is made of), from which it learns to verify about 1,500 steps sooner
-   than from the fused rewards;
+   than from the fused rewards, and with the marker auxiliary (--marker-aux 0.5: at each step
+   marker the PRM's tied LM head names the last digit of the step's correct result, which the
+   world's equation parser recomputes from the written operands), which ends the plateau
+   that otherwise lasts 1,250 to over 2,200 steps depending on the seed;
 2. the method's full loss, the fused step rewards plus the trajectory term with λ_final = 0.25,
    for --second-stage-steps (300) at --second-stage-lr, training the step head alone
    (--second-stage-head-only: a full second stage cost 2-3 points of first-error F1).
@@ -22,8 +25,8 @@ The PRM keeps the first 4 of tiny-policy's 6 layers (--prm-layers; all layers of
 torch.compile (--compile, 1.2x). The step-only ablation (`--variants ...,step-only`) shares
 the first stage and gets its own second stage with λ_final = 0.
 
-The shipped tiny-prm comes from the earlier, slower recipe, all fused and all layers (an estimated
-40 minutes on two cores at the measured 2.57 steps/s; F1 86.1 against the default's 85.3):
+The shipped tiny-prm comes from the earlier, slower recipe, all fused and all layers, without
+the marker auxiliary (an estimated 40 minutes on two cores at the measured 2.57 steps/s; F1 86.1):
 
     python train_prm.py --prm-layers 0 --first-stage-targets fused --steps 5000 --second-stage-steps 1000 \
         --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000 --marker-aux 0
@@ -294,14 +297,14 @@ def print_table(results: dict):
 
 def late_verifier_note(args, results: dict) -> str | None:
     """One line when the built-in world's PRM ends under the F1 of 80 that the default recipe is
-    meant to reach: its first stage most likely learnt to verify late (README, "How often the
+    meant to reach: its first stage most likely left the plateau late (README, "How often the
     default learns in time"). None otherwise, and for --data, --quick and runs without it."""
     if args.data or args.quick or "reasonflux" not in results or results["reasonflux"]["f1"] >= 80:
         return None
-    return (f"note: held-out F1 {results['reasonflux']['f1']:.1f} is under 80. A tiny PRM learns to verify only "
-            f"after a plateau whose length depends on the seed (in the README's seed sweeps, anywhere from "
-            f"step 1,250 to past step 2,200 of the first stage); the held-out lines above show where this "
-            f"run's came. More first-stage steps (--steps) give it room, at about 0.2 s each on two cores.")
+    return (f"note: held-out F1 {results['reasonflux']['f1']:.1f} is under 80: this PRM has not learnt to "
+            f"verify well yet. A tiny PRM can sit on a plateau for a long while before it does (README, "
+            f"'How often the default learns in time'); the held-out lines above show how far its first "
+            f"stage got. More first-stage steps (--steps) give it room, at about 0.2 s each on two cores.")
 
 
 def main(argv=None):
