@@ -10,7 +10,7 @@ directory under runs/.
 The default recipe fits the built-in world into about ten minutes on two CPU cores (README,
 "The PRM"). A tiny PRM sits at the label variance for a long while before it learns to verify
 arithmetic, so it trains in two stages:
-1. the step loss alone for --steps (2,200) steps, on the quality judge's verdicts
+1. the step loss alone for --steps (2,000) steps, on the quality judge's verdicts
    (--first-stage-targets quality: 1 sound, 0.4 no progress, 0 wrong, one of the three parts
    the fused step reward is made of), from which it learns to verify about 1,500 steps sooner
    than from the fused rewards, and with the marker auxiliary (--marker-aux 0.5: at each step
@@ -101,7 +101,7 @@ def parse_args(argv=None):
     ap.add_argument("--policy-repeat", type=int, default=1,
                     help="--policy-problems: put each policy trace in the training pool this many times "
                          "(weights the policy's own mistakes against the teacher traces)")
-    ap.add_argument("--steps", type=int, default=2200,
+    ap.add_argument("--steps", type=int, default=2000,
                     help="optimizer steps per PRM (for reasonflux with a second stage: its first stage)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
