@@ -1,10 +1,11 @@
 """How often does the default first stage learn to verify in time? Issue #5's seed question.
 
-    python experiments/seed_sweep.py --seed 1                       # the default recipe, seed 1
+    python experiments/seed_sweep.py --seed 1                       # the previous default (2,200 steps), seed 1
+    python experiments/seed_sweep.py --seed 1 --steps 2000 --marker-aux 0.5 --compile   # today's default
     python experiments/seed_sweep.py --seed 1 --careless 0.3        # 30% of the pool error-dense
-    python experiments/seed_sweep.py --seed 2 --device cuda         # bf16 autocast on a GPU
+    python experiments/seed_sweep.py --seed 2 --device cuda         # bf16 autocast on a GPU (--fp32: not)
 
-The default `train_prm.py` run, cut to what decides its F1: the world's splits for --seed
+A `train_prm.py` run, cut to what decides its F1: the world's splits for --seed
 (train_prm.world_splits), labels without rollouts (the first stage trains the step loss alone),
 the first 4 of tiny-policy's layers, the first stage on the judge's verdicts (--steps, lr, LM
 auxiliary as train_prm's defaults), held-out F1 / AUC every --every steps; then the head-only
@@ -12,7 +13,9 @@ second stage on the fused step rewards with lambda_final = 0 (no trajectory rewa
 step-only ablation's second stage). One line per evaluation, for comparing seeds by their
 curves. Options that are not train_prm's: --careless replaces a share of the training pool by
 "careless" traces (every step slips with --slip-p; later steps compute from the written values;
-the style of the clean teacher, so the errors cannot be told from the style). Not a test.
+the style of the clean teacher, so the errors cannot be told from the style); --schedule and
+--weight-decay set TrainConfig's. --marker-aux turns on the marker auxiliary, which train_prm.py
+now uses by default (0.5). Not a test.
 """
 import argparse
 import random
@@ -56,56 +59,6 @@ def careless_traces(n: int, seed: int, exclude: frozenset, slip_p: float) -> lis
     return out
 
 
-def marker_aux_loss(spec: PRMTrainSpec, weight: float):
-    """make_loss(spec) plus a marker auxiliary: at each step's <extra_0>, the PRM's LM head (its
-    tied embeddings) must name the units digit of the step's CORRECT result (its last
-    `a op b = c`, recomputed from the written a and b), on every trace. The idea: the marker must
-    then fetch the result the LM predicts at `=`, half of what comparing it with the written c needs."""
-    import torch.nn.functional as F
-    from rfprm.kernels import linear_cross_entropy
-    from rfprm.prm import prm_loss
-    from rfprm.world.judge import parse_equations
-    from rfprm.world.problems import apply
-    cache = {}
-
-    def target(prm, window: tuple) -> int:
-        if window not in cache:
-            eqs = parse_equations(prm.tok.decode(list(window)))
-            cache[window] = (prm.tok.encode(str(abs(apply(eqs[-1].op, eqs[-1].a, eqs[-1].b)) % 10))[0]
-                             if eqs else -100)
-        return cache[window]
-
-    def loss_fn(prm, item):
-        batch, rows_sound = item
-        batch = batch.to(prm.device)
-        hidden = prm.model(batch.input_ids)
-        loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final, hidden)
-        if spec.lm_aux > 0 and rows_sound.any():             # as make_loss
-            rows_sound = rows_sound.to(prm.device)
-            ids = batch.input_ids[rows_sound]
-            h = hidden[rows_sound][:, :-1]
-            targets = ids[:, 1:].clone()
-            targets[targets == prm.tok.step_id] = -100
-            targets[targets == prm.tok.pad_id] = -100
-            lm = linear_cross_entropy(h.reshape(-1, h.shape[-1]), prm.model.embed_tokens.weight, targets.reshape(-1))
-            loss = loss + spec.lm_aux * lm
-            metrics["lm"] = lm.item()
-        ids = batch.input_ids.cpu()
-        prev, targets = {}, []
-        for r, c in zip(batch.step_rows.tolist(), batch.step_cols.tolist()):
-            start = max(prev.get(r, 0) + 1, c - 30)            # this step's tokens only
-            targets.append(target(prm, tuple(ids[r, start:c].tolist())))
-            prev[r] = c
-        t = torch.tensor(targets, device=hidden.device)
-        if (t >= 0).any():
-            h = hidden[batch.step_rows, batch.step_cols]       # the backbone's output is already normed
-            aux = F.cross_entropy((h @ prm.model.embed_tokens.weight.t()).float(), t, ignore_index=-100)
-            loss = loss + weight * aux
-            metrics["marker"] = aux.item()
-        return loss, metrics
-    return loss_fn
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
@@ -119,7 +72,10 @@ def main():
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"])
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--marker-aux", type=float, default=0.0,
-                    help="first stage: weight of the marker auxiliary (marker_aux_loss)")
+                    help="first stage: weight of the marker auxiliary (PRMTrainSpec.marker_aux; train_prm's "
+                         "default is 0.5). The README's runs used this script's first version of it, which "
+                         "read each step's text back from up to 30 token ids before its marker: the same targets, "
+                         "but for a first step without an equation, which could take the response's last one")
     ap.add_argument("--prm-layers", type=int, default=4)
     ap.add_argument("--careless", type=float, default=0.0, help="share of the pool replaced by careless traces")
     ap.add_argument("--slip-p", type=float, default=0.5)
@@ -153,14 +109,10 @@ def main():
     spec = PRMTrainSpec(steps=a.steps, batch_size=32, lr=a.lr, seed=a.seed, lambda_final=0.0, lm_aux=a.lm_aux,
                         bucket=a.bucket, ckpt_every=0, bf16=a.device.startswith("cuda") and not a.fp32,
                         compile=a.compile, schedule=a.schedule,
-                        weight_decay=a.weight_decay)
+                        weight_decay=a.weight_decay, marker_aux=a.marker_aux)
     first = train_prm.first_stage_records(lab, "quality")
-    if a.marker_aux:                                   # the first stage's loss only
-        import rfprm.prm_train as pt
-        plain = pt.make_loss
-        pt.make_loss = lambda s: marker_aux_loss(s, a.marker_aux) if s.lambda_final == 0 and not s.freeze_backbone \
-            else plain(s)
-    prm = train_prm_model(lm, tok, hide_eval_fields(first), spec, "rfprm", callback=cb(1, a.steps), desc="stage 1")
+    prm = train_prm_model(lm, tok, hide_eval_fields(first), spec, "rfprm", callback=cb(1, a.steps), desc="stage 1",
+                          marker_target=world.step_result)
     if a.second_stage_steps:
         with __import__("tempfile").TemporaryDirectory() as d:
             prm.save(d)
