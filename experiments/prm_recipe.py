@@ -59,28 +59,9 @@ train = world.make_traces(a.n_train, 1, mix=mix, exclude=frozenset(used)); used 
 val = world.make_traces(200, 2, exclude=frozenset(used)); used |= {r["problem"] for r in val}
 test = world.make_traces(a.n_test, 3, exclude=frozenset(used)); used |= {r["problem"] for r in test}
 def careless(n, seed, exclude):
-    import random
-    from rfprm.world.problems import solve
-    from rfprm.world.teachers import slipped_values, _in_bounds
-    from rfprm.world.traces import written_trace
-    rng = random.Random(seed); out = []
-    for p in world.make_problems(n, seed, exclude=exclude):
-        for _ in range(20):
-            written, ops = {}, None
-            for k in range(len(p.ops)):
-                if rng.random() < a.slip_p:
-                    cur = solve(p.tree, written)
-                    if cur[k].result >= 1:
-                        written[k] = slipped_values(cur[k].result, rng)[0]
-            ops = solve(p.tree, written)
-            if _in_bounds(ops):
-                break
-        else:
-            ops, written = list(p.ops), {}
-        tr = written_trace(ops, first_error=min(written) if written else -1)
-        out.append({"problem": p.text, "trajectory": tr.trajectory, "response": tr.response,
-                    "answer": str(p.answer), "teacher": "careless", "first_error": tr.first_error})
-    return out
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from seed_sweep import careless_traces     # the same generator, shared
+    return careless_traces(n, seed, exclude, a.slip_p)
 if a.careless > 0:
     k = int(a.careless * len(train))
     train = train[:len(train) - k] + careless(k, 7, frozenset(used))
