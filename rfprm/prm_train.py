@@ -28,7 +28,7 @@ one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -193,7 +193,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
         raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")
     if spec.freeze_backbone:   # the auxiliary losses train the backbone: nothing for them to do
-        spec = PRMTrainSpec(**{**spec.__dict__, "lm_aux": 0.0, "marker_aux": 0.0})
+        spec = replace(spec, lm_aux=0.0, marker_aux=0.0)
     if spec.marker_aux > 0:
         if not init_lm.cfg.tie_word_embeddings:
             raise RfprmError("--marker-aux needs a model with tied embeddings (the PRM keeps no lm_head); "
