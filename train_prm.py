@@ -84,6 +84,8 @@ def parse_args(argv=None):
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run (same --out / --work)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fp32", action="store_true",
+                    help="on CUDA, train in float32 instead of under bf16 autocast (as the CPU does)")
     ap.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
     ap.add_argument("--n-train", type=int, default=20000, help="world: training traces")
     ap.add_argument("--n-val", type=int, default=200, help="world: validation traces (threshold)")
@@ -128,6 +130,9 @@ def parse_args(argv=None):
                          "LM head names the last digit of the step's correct result, recomputed by the "
                          "world's equation parser (default 0.5 on the built-in world, 0 with --data; "
                          "0 = off; never for the outcome RM)")
+    ap.add_argument("--marker-tokens", default="last", choices=["last", "all"],
+                    help="which tokens of the step's correct result the marker auxiliary names: the last "
+                         "(the units digit) or all of them, as a bag (a leading-digit slip then differs too)")
     ap.add_argument("--prm-layers", type=int, default=None,
                     help="the PRM keeps only the first N decoder layers of --model (0 = all; default 4 of "
                          "tiny-policy's 6, all of any other --model); the rollouts still use the whole --policy")
@@ -355,11 +360,11 @@ def main(argv=None):
         labelled = labelled + own * args.policy_repeat
     spec = PRMTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         lambda_step=args.lambda_step, lambda_final=args.lambda_final, lm_aux=args.lm_aux, bucket=args.bucket,
-                        bf16=args.device.startswith("cuda"), compile=args.compile)
+                        bf16=args.device.startswith("cuda") and not args.fp32, compile=args.compile)
     step_only = replace(spec, lambda_final=0.0)
     if args.marker_aux is None:   # the world's equation parser finds the steps' results in world traces
         args.marker_aux = 0.0 if args.data else 0.5
-    marker = dict(marker_aux=args.marker_aux)   # the first (backbone-training) stage's, never the outcome RM's
+    marker = dict(marker_aux=args.marker_aux, marker_tokens=args.marker_tokens)   # the first (backbone-training) stage's, never the outcome RM's
     if args.first_stage_targets is None:   # verdicts first where the labels carry them (rfprm's do)
         has = all(len((r.get("label_parts") or {}).get("quality") or ()) == len(r.get("step_rewards") or [None])
                   for r in labelled)

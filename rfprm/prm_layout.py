@@ -81,7 +81,7 @@ class PRMExample:
     trajectory_position: int             # token index of the trajectory read-out
     step_targets: list[float] | None = None
     trajectory_target: float | None = None
-    marker_targets: list[int] | None = None   # a token id per step for the marker auxiliary, -100 = none
+    marker_targets: list[list[int]] | None = None   # per step, the token ids the marker auxiliary names ([] = none)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class PRMBatch:
     trajectory_cols: torch.Tensor        # (B,) long
     step_targets: torch.Tensor           # (N,) float, NaN where unlabelled
     trajectory_targets: torch.Tensor     # (B,) float, NaN where unlabelled or not used
-    marker_targets: torch.Tensor | None = None   # (N,) long, -100 where none; None: no example has them
+    marker_targets: torch.Tensor | None = None   # (N, K) long, -100 pads; None: no example has them
 
     def to(self, device) -> "PRMBatch":
         return PRMBatch(*(t.to(device) if t is not None else None
@@ -225,13 +225,15 @@ def collate(examples: list[PRMExample], pad_id: int) -> PRMBatch:
         targets += e.step_targets if e.step_targets is not None else [math.nan] * len(e.step_positions)
         traj_cols.append(e.trajectory_position)
         traj_targets.append(math.nan if e.trajectory_target is None else e.trajectory_target)
-        markers += e.marker_targets if e.marker_targets is not None else [-100] * len(e.step_positions)
+        markers += e.marker_targets if e.marker_targets is not None else [[]] * len(e.step_positions)
     has_markers = any(e.marker_targets is not None for e in examples)
+    k = max((len(m) for m in markers), default=0) or 1
+    markers = [m + [-100] * (k - len(m)) for m in markers]
     return PRMBatch(ids, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long),
                     torch.tensor(traj_cols, dtype=torch.long),
                     torch.tensor(targets, dtype=torch.float32),
                     torch.tensor(traj_targets, dtype=torch.float32),
-                    torch.tensor(markers, dtype=torch.long) if has_markers else None)
+                    torch.tensor(markers, dtype=torch.long).reshape(-1, k) if has_markers else None)
 
 
 def prm_inputs(tok, records, layout: str, max_len: int | None = None,

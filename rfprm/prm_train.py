@@ -24,6 +24,9 @@ gives it (the built-in world's `step_result`: the step's last `a op b`, recomput
 written a and b; for its numbers the last token is the units digit). The marker then has to
 fetch the result the backbone predicts at `=`, which is half of comparing it with the written
 one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM verifies (README).
+With `marker_tokens="all"` the marker names every token of the correct result instead (the
+cross-entropy averaged over them, so the marker's distribution spreads over the result's
+tokens as a bag): a slip in a leading digit then also differs from what the marker holds.
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ class PRMTrainSpec:
     freeze_backbone: bool = False  # train the heads only (the backbone's weights stay; no LM loss then)
     schedule: str = "cosine"      # learning-rate decay after warm-up: "cosine" or "wsd" (TrainConfig)
     marker_aux: float = 0.0       # weight of the marker auxiliary (module docstring; needs a marker_target)
+    marker_tokens: str = "last"   # which tokens of the correct result the marker names: "last" or "all"
     weight_decay: float = 0.1     # AdamW's, on matrices only (TrainConfig)
 
 
@@ -110,7 +114,9 @@ def make_loss(spec: PRMTrainSpec):
         loss, metrics = prm_loss(prm, batch, spec.lambda_step, spec.lambda_final, hidden)
         if spec.marker_aux > 0 and batch.marker_targets is not None and (batch.marker_targets >= 0).any():
             h = hidden[batch.step_rows, batch.step_cols]       # (N, H) at the step markers
-            marker = linear_cross_entropy(h, prm.model.embed_tokens.weight, batch.marker_targets)
+            k = batch.marker_targets.shape[1]                  # each marker names up to k tokens
+            h = h.unsqueeze(1).expand(-1, k, -1).reshape(-1, h.shape[-1])
+            marker = linear_cross_entropy(h, prm.model.embed_tokens.weight, batch.marker_targets.reshape(-1))
             loss = loss + spec.marker_aux * marker
             metrics["marker"] = marker.item()
         if spec.lm_aux > 0 and rows_sound.any():
@@ -128,17 +134,20 @@ def make_loss(spec: PRMTrainSpec):
     return loss_fn
 
 
-def add_marker_targets(tok, examples: list, records: list[dict], marker_target) -> None:
+def add_marker_targets(tok, examples: list, records: list[dict], marker_target, tokens: str = "last") -> None:
     """Set each example's marker_targets: per step (split_steps of the trajectory, as the layout
-    splits it), the last token of marker_target(step), or -100 where it gives none."""
+    splits it), [the last token] (tokens="last") or every token (tokens="all") of
+    marker_target(step), or [] where it gives none."""
     from .steps import split_steps
+    if tokens not in ("last", "all"):
+        raise RfprmError(f"marker tokens must be 'last' or 'all', got {tokens!r}")
     for e, r in zip(examples, records):
         out = []
         for step in split_steps(r["trajectory"]):
             result = marker_target(step)
             ids = tok.encode(result) if result else []
-            out.append(ids[-1] if ids else -100)
-        e.marker_targets = out + [-100] * (len(e.step_positions) - len(out))   # qwen's response step
+            out.append(ids[-1:] if tokens == "last" else ids)
+        e.marker_targets = out + [[]] * (len(e.step_positions) - len(out))   # qwen's response step
 
 
 def bucketed_batches(examples: list, sound: list[bool], batch_size: int, seed: int, pad_id: int,
@@ -200,7 +209,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                              "use --marker-aux 0")
         if marker_target is None:
             raise RfprmError("marker_aux > 0 needs a marker_target function (step text -> its correct result)")
-        add_marker_targets(prm.tok, examples, labelled, marker_target)
+        add_marker_targets(prm.tok, examples, labelled, marker_target, spec.marker_tokens)
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16, schedule=spec.schedule,

@@ -1,5 +1,6 @@
 """train_prm.py end to end in miniature, the evaluation metrics, and bad input."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -285,6 +286,7 @@ def test_marker_targets_name_the_correct_result(quick_policy):
     from rfprm import world
     from rfprm.prm import PRM
     from rfprm.prm_layout import collate, prm_examples
+    from rfprm.errors import RfprmError
     from rfprm.prm_train import PRMTrainSpec, add_marker_targets, make_loss
     assert world.step_result("Then 6 * 13 = 88.") == "78" and world.step_result("First, 20 - 7 = 13.") == "13"
     assert world.step_result("Let me check the problem again.") is None
@@ -298,10 +300,22 @@ def test_marker_targets_name_the_correct_result(quick_policy):
     examples = prm_examples(prm.tok, recs, "rfprm", prm.max_len)
     add_marker_targets(prm.tok, examples, recs, world.step_result)
     digit = {d: prm.tok.encode(str(d))[-1] for d in range(10)}
-    assert examples[0].marker_targets == [digit[3], digit[8], -100, digit[6]]   # 13, 78 (not 88), none, 176
-    assert examples[1].marker_targets == [digit[0]]
+    assert examples[0].marker_targets == [[digit[3]], [digit[8]], [], [digit[6]]]   # 13, 78 (not 88), none, 176
+    assert examples[1].marker_targets == [[digit[0]]]
     batch = collate(examples, prm.tok.pad_id)
-    assert batch.marker_targets.tolist() == examples[0].marker_targets + examples[1].marker_targets
+    assert batch.marker_targets.tolist() == [[digit[3]], [digit[8]], [-100], [digit[6]], [digit[0]]]
+    every = prm_examples(prm.tok, recs, "rfprm", prm.max_len)     # tokens="all": the whole result, padded
+    add_marker_targets(prm.tok, every, recs, world.step_result, "all")
+    assert every[0].marker_targets == [[digit[1], digit[3]], [digit[7], digit[8]], [],
+                                       [digit[1], digit[7], digit[6]]]
+    assert collate(every, prm.tok.pad_id).marker_targets.tolist() == [
+        [digit[1], digit[3], -100], [digit[7], digit[8], -100], [-100] * 3,
+        [digit[1], digit[7], digit[6]], [digit[1], digit[0], -100]]
+    with pytest.raises(RfprmError, match="'last' or 'all'"):
+        add_marker_targets(prm.tok, every, recs, world.step_result, "first")
+    _, m_all = make_loss(PRMTrainSpec(lambda_final=0.0, marker_aux=0.5))(
+        prm, (collate(every, prm.tok.pad_id), torch.tensor([False, True])))
+    assert m_all["marker"] > 0 and math.isfinite(m_all["marker"])
     assert collate(prm_examples(prm.tok, recs, "rfprm", prm.max_len), prm.tok.pad_id).marker_targets is None
     assert batch.to("cpu").marker_targets is not None
     sound = torch.tensor([False, True])
