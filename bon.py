@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from rfprm import world
-from rfprm.bon import (bon_curve, default_methods, format_table, make_candidates, plot_curve,
+from rfprm.bon import (Method, bon_curve, default_methods, format_table, make_candidates, plot_curve,
                        reasonflux_score, score_candidates)
 from rfprm.checkpoint import load_model
 from rfprm.data import read_records, write_records
-from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
+from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, parse_alphas
 from rfprm.generate import chat_complete
 from rfprm.paths import resolve_path
 from rfprm.prm import load_prm
@@ -54,6 +54,8 @@ def parse_args(argv=None):
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     ap.add_argument("--alpha", type=float, help="weight of the trajectory score in the total (default: the PRM's)")
+    ap.add_argument("--alpha-sweep", help="also report the total for each of these α, e.g. 0,0.1,0.25,0.5,1 "
+                                          "(rows 'rf α=...'; choose α on problems you do not report)")
     ap.add_argument("--out", help="JSONL of every sample with its scores (default: runs/bon-<time>/samples.jsonl)")
     ap.add_argument("--json", help="write the result table here")
     ap.add_argument("--plot", help="PNG plot (default: beside --json, else none)")
@@ -100,6 +102,7 @@ def check_args(args) -> None:
         raise RfprmError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.alpha is not None and not math.isfinite(args.alpha):
         raise RfprmError(f"--alpha must be a finite number, got {args.alpha}")
+    args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
     if args.seed < 0:
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
     if args.out is None:
@@ -150,6 +153,8 @@ def main(argv=None):
     score_candidates(prm, [p["problem"] for p in problems], cands, orm, args.score_batch_size, progress=True)
 
     methods = default_methods(alpha, step_scores=prm.head == "step", orm=orm is not None)
+    if prm.head == "step":
+        methods[-1:-1] = [Method(f"rf α={a:g}", lambda c, a=a: reasonflux_score(c, a)) for a in args.alpha_sweep]
     curve = bon_curve(cands, methods, args.n_list, seed=args.seed, draws=args.draws,
                       n_boot=200 if args.quick else 1000, progress=True)
     flat = [c for cs in cands for c in cs]

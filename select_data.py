@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from rfprm import world
 from rfprm.checkpoint import load_model
 from rfprm.data import read_records
-from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main
+from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, parse_alphas
 from rfprm.paths import resolve_path
 from rfprm.prm import load_prm
 from rfprm.recipes import EVAL_RESERVE, MAX_NEW_TOKENS, eval_problems, held_out_texts
@@ -56,7 +56,9 @@ def parse_args(argv=None):
     ap.add_argument("--pool", type=int, help="built-in pool size; with --data, use at most the first N "
                                              f"records (default {SIZES['pool'][0]} / all of --data)")
     ap.add_argument("--k", type=int, help=f"traces to keep (default {SIZES['k'][0]})")
-    ap.add_argument("--alpha", type=float, help="weight of the trajectory score (default: the PRM's own α)")
+    ap.add_argument("--alpha", type=float, default=1.0,
+                    help="weight of the trajectory score (default 1.0, the paper's value for data selection; "
+                         "a PRM's own α, which bon.py uses, may be tuned for Best-of-N instead)")
     ap.add_argument("--out", help="the top k as JSONL (default: runs/select-<time>.jsonl)")
     ap.add_argument("--json", help="write the student table here (implies --sft)")
     ap.add_argument("--sft", action="store_true", help="train and evaluate students for each method")
@@ -90,7 +92,7 @@ def parse_args(argv=None):
         raise RfprmError(f"--seed must be >= 0, got {args.seed}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise RfprmError(f"--lr must be a positive number, got {args.lr}")
-    if args.alpha is not None and not math.isfinite(args.alpha):
+    if not math.isfinite(args.alpha):
         raise RfprmError(f"--alpha must be a finite number, got {args.alpha}")
     args.sft = args.sft or bool(args.json)
     args.methods = parse_methods(args.methods)
@@ -107,21 +109,6 @@ def parse_methods(spec: str) -> list[str]:
         raise RfprmError(f"--methods: unknown method {bad[0] if bad else spec!r}; expected a comma-separated "
                          f"list of {', '.join(METHODS)}")
     return list(dict.fromkeys(methods))
-
-
-def parse_alphas(spec: str) -> list[float]:
-    alphas = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        try:
-            alpha = float(part)
-        except ValueError:
-            raise RfprmError(f"--alpha-sweep: {part!r} is not a number (expected e.g. 0.1,0.5,1.0)") from None
-        if not math.isfinite(alpha):
-            raise RfprmError(f"--alpha-sweep: {part!r} is not a finite number")
-        alphas.append(alpha)
-    if not alphas:
-        raise RfprmError("--alpha-sweep: no values (expected e.g. 0.1,0.5,1.0)")
-    return list(dict.fromkeys(alphas))
 
 
 def check_output(path: Path, what: str) -> Path:
@@ -156,7 +143,7 @@ def score_pool(prm_path, pool, args, what="PRM"):
     print(f"{what}: {prm.describe()}")
     scores = prm.score_batch([{k: r[k] for k in SCORED_FIELDS} for r in pool],
                              batch_size=args.score_batch_size, progress=True)
-    return prm.alpha, scores
+    return scores
 
 
 def write_top(path: Path, pool, scores, alpha, k) -> list[int]:
@@ -273,9 +260,9 @@ def main(argv=None):
         if "outcome" in args.methods:
             outcome_passes(pool)
 
-    prm_alpha, scores = score_pool(prm_path, pool, args)
-    alpha = prm_alpha if args.alpha is None else args.alpha
-    step_scores = score_pool(step_prm_path, pool, args, "step-only PRM")[1] if step_prm_path else None
+    scores = score_pool(prm_path, pool, args)
+    alpha = args.alpha
+    step_scores = score_pool(step_prm_path, pool, args, "step-only PRM") if step_prm_path else None
     if args.sft and "step_only" in args.methods and not any(s.steps for s in step_scores or scores):
         raise RfprmError("the step-only method needs step scores, but the PRM has a scalar head; "
                          "give --step-prm DIR or leave step_only out of --methods")

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -124,6 +125,10 @@ def parse_args(argv=None):
     ap.add_argument("--lambda-final", type=float, default=0.25,
                     help="weight of the trajectory term (method.md leaves λ open; 0.25 beat 1.0 in the "
                          "second stage, see the README)")
+    ap.add_argument("--alpha", type=float, default=1.0,
+                    help="α stored with the PRM: the weight of the trajectory score in its total, mean step + "
+                         "α·trajectory, and bon.py's default α (1.0, the paper's value for data selection; "
+                         "the shipped tiny-prm keeps 0.1, chosen for Best-of-N on validation problems)")
     ap.add_argument("--lm-aux", type=float, default=0.5, help="auxiliary LM loss weight on sound traces (0 = off)")
     ap.add_argument("--marker-aux", type=float, default=None,
                     help="weight of the marker auxiliary in the first stage: at each step marker the PRM's "
@@ -159,6 +164,8 @@ def parse_args(argv=None):
     for name in ("lr", "second_stage_lr"):
         if not getattr(args, name) > 0:
             raise RfprmError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not math.isfinite(args.alpha):
+        raise RfprmError(f"--alpha must be a finite number, got {args.alpha}")
     if args.marker_aux is not None and args.marker_aux < 0:
         raise RfprmError(f"--marker-aux must be >= 0 (0 = off), got {args.marker_aux}")
     if args.prm_layers is not None and args.prm_layers < 0:
@@ -295,7 +302,7 @@ def print_table(results: dict):
               f"{r['auc']:>7.1f}{r['threshold']:>11.3f}")
     main = next(iter(results.values()))
     if "total_by_teacher" in main:
-        print(f"\ntotal score (mean step + α·trajectory) by teacher, {next(iter(results))}:")
+        print(f"\ntotal score (mean step + {main.get('alpha', 1.0):g}·trajectory) by teacher, {next(iter(results))}:")
         for teacher, s in main["total_by_teacher"].items():
             print(f"  {teacher:<12}{s['mean']:.3f} ± {s['std']:.3f}  (n={s['n']})")
 
@@ -415,8 +422,9 @@ def main(argv=None):
                 prm.save(saved)
                 shared = prm_dir = saved
         prm = prm if prm is not None else load_prm(prm_dir)
+        prm.alpha = args.alpha
         if val and test:
-            results[name] = evaluate_prm(prm, val, test)   # also sets prm.threshold on val
+            results[name] = dict(evaluate_prm(prm, val, test), alpha=prm.alpha)   # also sets prm.threshold on val
         prm.save(out if i == 0 else work / f"baseline_{i}")
         main_prm = main_prm or prm
     if results:

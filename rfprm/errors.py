@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -98,3 +99,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def parse_alphas(spec: str, flag: str = "--alpha-sweep") -> list[float]:
+    """A flag's comma-separated list of finite numbers (e.g. "0,0.1,1"), duplicates dropped."""
+    alphas = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            alpha = float(part)
+        except ValueError:
+            raise RfprmError(f"{flag}: {part!r} is not a number (expected e.g. 0.1,0.5,1.0)") from None
+        if not math.isfinite(alpha):
+            raise RfprmError(f"{flag}: {part!r} is not a finite number")
+        alphas.append(alpha)
+    if not alphas:
+        raise RfprmError(f"{flag}: no values (expected e.g. 0.1,0.5,1.0)")
+    return list(dict.fromkeys(alphas))

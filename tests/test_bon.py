@@ -244,7 +244,7 @@ def test_main_on_data_with_world_traces(ckpts, tmp_path, monkeypatch):
     out, js = tmp_path / "s.jsonl", tmp_path / "r.json"
     bon_script.main(["--model", str(policy), "--prm", str(prm), "--data", str(data), "--fields",
                      "problem=question", "--samples", "4", "--n-list", "1,4", "--alpha", "0.5",
-                     "--out", str(out), "--json", str(js), "--plot", str(tmp_path / "p.png")])
+                     "--alpha-sweep", "0,0.5", "--out", str(out), "--json", str(js), "--plot", str(tmp_path / "p.png")])
     table = json.loads(js.read_text())
     assert table["problems"] == 5 and table["alpha"] == 0.5 and table["parse_rate"] == 0.5
     truth = sum(world.is_correct(t["response"], t["answer"]) for t in traces) / 5
@@ -252,6 +252,8 @@ def test_main_on_data_with_world_traces(ckpts, tmp_path, monkeypatch):
     # the unparsed half always loses to a scored trace, and the traces are identical per problem
     assert table["accuracy"]["reasonflux"]["4"] == pytest.approx(truth)
     assert table["accuracy"]["oracle"]["4"] == pytest.approx(truth)
+    assert table["accuracy"]["rf α=0.5"] == table["accuracy"]["reasonflux"]       # the sweep's rows
+    assert table["accuracy"]["rf α=0"] == table["accuracy"]["prm_mean"]
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert all((r["step_scores"] is None) == (not r["parsed"]) for r in rows)
 
@@ -273,6 +275,7 @@ def _expect_exit_2(argv, capsys, outputs):
     (["--samples", "0"], "--samples must be >= 1"),
     (["--n-list", "1,x"], "comma-separated"),
     (["--top-p", "0"], "--top-p"),
+    (["--alpha-sweep", "0,lots"], "--alpha-sweep: 'lots' is not a number"),
 ])
 def test_bad_flags(flags, message, tmp_path, capsys):
     out, js = tmp_path / "s.jsonl", tmp_path / "r.json"
