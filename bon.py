@@ -3,12 +3,14 @@
 With no arguments it runs on the built-in world (CPU, minutes): 200 fresh problems from the
 reserved evaluation set, 16 samples each from `tiny-policy` at temperature 1, scored by
 `tiny-prm`. For N in 1, 2, 4, 8, 16 it reports the accuracy of a random pick, majority vote,
-PRM step aggregations (min, last, mean), the ReasonFlux total (mean step + alpha * trajectory),
-an outcome RM when --orm is given, and the oracle pass@N. Every N is estimated from the same
-16 samples by averaging over subsets; the ± is a bootstrap standard error over problems.
+PRM step aggregations (min, last, mean), the ReasonFlux total (mean step + alpha * trajectory,
+alpha from the PRM's checkpoint unless --alpha: 0.1 for tiny-prm, chosen on validation
+problems), an outcome RM when --orm is given, and the oracle pass@N. Every N is estimated from
+the same 16 samples by averaging over subsets; the ± is a bootstrap standard error over problems.
 
     python bon.py                                        # the built-in world
     python bon.py --json runs/bon.json                   # + the table as JSON and a PNG plot
+    python bon.py --data val.jsonl --alpha-sweep 0,0.1,0.25,0.5,1   # choose alpha on other problems
     python bon.py --model DIR --prm DIR --data problems.jsonl --device cuda
 
 --data takes {"problem", "answer"} JSONL (--fields maps other names). --out (default

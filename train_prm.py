@@ -25,8 +25,11 @@ The PRM keeps the first 4 of tiny-policy's 6 layers (--prm-layers; all layers of
 torch.compile (--compile, 1.2x). The step-only ablation (`--variants ...,step-only`) shares
 the first stage and gets its own second stage with λ_final = 0.
 
-The shipped tiny-prm comes from the earlier, slower recipe, all fused and all layers, without
-the marker auxiliary (an estimated 40 minutes on two cores at the measured 2.57 steps/s; F1 86.1):
+The shipped tiny-prm starts from the earlier, slower recipe, all fused and all layers, without
+the marker auxiliary (an estimated 40 minutes on two cores at the measured 2.57 steps/s; F1 86.1),
+and continues it seven times on the policy's own samples as well (--policy-problems, --init-prm;
+the last with --marker-tokens all and --alpha 0.1: experiments/tiny_prm_chain.sh, README
+"Best-of-N"). The first command:
 
     python train_prm.py --prm-layers 0 --first-stage-targets fused --steps 5000 --second-stage-steps 1000 \
         --second-stage-lr 5e-4 --no-second-stage-head-only --no-compile --rollout-traces 2000 --marker-aux 0
