@@ -126,6 +126,7 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     (["--policy-problems", "5", "--policy-repeat", "0"], "--policy-repeat must be >= 1"),
     (["--policy-repeat", "2"], "it needs --policy-problems"),
     (["--marker-aux", "-1"], "--marker-aux must be >= 0"),
+    (["--alpha", "inf"], "--alpha must be a finite number"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -215,7 +216,7 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
     monkeypatch.setattr(train_prm, "train_prm_model", spy_train)
     work = tmp_path / "work"
     train_prm.main(["--quick", "--model", str(quick_policy), "--policy-problems", "3", "--policy-samples", "4",
-                    "--policy-repeat", str(repeat),
+                    "--policy-repeat", str(repeat), "--marker-tokens", "all", "--alpha", "0.25",
                     "--out", str(tmp_path / "prm"), "--work", str(work), "--eval-every", "0", "--threads", "1"])
     assert (3, 4) in calls                                 # 3 fresh problems, 4 samples each
     own = [json.loads(line) for line in (work / "labels_policy.jsonl").read_text().splitlines()]
@@ -227,6 +228,7 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
     assert pools and all(len(p) == n_teacher + repeat * len(own) for p in pools)
     own_texts = sorted(r["trajectory"] + r["problem"] for r in own)
     assert sorted(r["trajectory"] + r["problem"] for r in pools[0][n_teacher:]) == sorted(own_texts * repeat)
+    assert rfprm.load_prm(tmp_path / "prm").alpha == 0.25  # --alpha is stored with the PRM (bon.py's default)
 
 
 def test_keep_layers_cuts_the_backbone(quick_policy, tmp_path):
