@@ -153,7 +153,7 @@ def test_quick_end_to_end(ckpts, tmp_path):
     totals = [r["prm_total"] for r in top]
     assert totals == sorted(totals, reverse=True)
     assert totals[0] == pytest.approx(sum(top[0]["prm_steps"]) / len(top[0]["prm_steps"])
-                                      + top[0]["prm_trajectory"], abs=1e-6)   # the PRM's α = 1
+                                      + top[0]["prm_trajectory"], abs=1e-6)   # α = 1.0, the default
     assert len({r["problem"] for r in top}) == 12
     table = json.loads(js.read_text())
     assert set(table["accuracy"]) == {"random", "outcome", "step_only", "reasonflux"}
@@ -180,6 +180,21 @@ def test_data_pool_and_selection_only(ckpts, tmp_path):
     assert len(top) == 3 and all("teacher" not in r and "problem" in r for r in top)
     s = top[0]
     assert s["prm_total"] == pytest.approx(sum(s["prm_steps"]) / len(s["prm_steps"]) + 0.5 * s["prm_trajectory"])
+
+
+def test_default_alpha_is_the_papers_not_the_prms(ckpts, tmp_path):
+    """A PRM's own α is bon.py's (tiny-prm keeps 0.1 for Best-of-N); selection ranks with α = 1.0."""
+    prm = rfprm.load_prm(ckpts / "prm")
+    prm.alpha = 0.2
+    prm.save(tmp_path / "prm")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({k: r[k] for k in ("problem", "trajectory", "response")}) + "\n"
+                            for r in world.make_traces(6, 2)))
+    out = tmp_path / "top.jsonl"
+    select_data.main(["--data", str(pool), "--k", "2", "--prm", str(tmp_path / "prm"), "--out", str(out),
+                      "--threads", "1"])
+    s = json.loads(out.read_text().splitlines()[0])
+    assert s["prm_total"] == pytest.approx(sum(s["prm_steps"]) / len(s["prm_steps"]) + s["prm_trajectory"])
 
 
 @pytest.mark.parametrize("case", ["empty", "k_too_big", "unwritable", "bad_sweep", "outcome_no_answer"])
