@@ -24,9 +24,10 @@ gives it (the built-in world's `step_result`: the step's last `a op b`, recomput
 written a and b; for its numbers the last token is the units digit). The marker then has to
 fetch the result the backbone predicts at `=`, which is half of comparing it with the written
 one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM verifies (README).
-With `marker_tokens="all"` the marker names every token of the correct result instead (the
-cross-entropy averaged over them, so the marker's distribution spreads over the result's
-tokens as a bag): a slip in a leading digit then also differs from what the marker holds.
+With `marker_tokens="all"` the marker names every token of the correct result instead (one
+cross-entropy term per token, all averaged, so the marker's distribution spreads over the
+result's tokens as a bag): a slip in a leading digit then also differs from what the marker
+holds.
 """
 from __future__ import annotations
 
