@@ -157,6 +157,8 @@ def main(argv=None):
     methods = default_methods(alpha, step_scores=prm.head == "step", orm=orm is not None)
     if prm.head == "step":
         methods[-1:-1] = [Method(f"rf α={a:g}", lambda c, a=a: reasonflux_score(c, a)) for a in args.alpha_sweep]
+    elif args.alpha_sweep:
+        print("note: --alpha-sweep ignored: this PRM has no step scores (its total is the trajectory score)")
     curve = bon_curve(cands, methods, args.n_list, seed=args.seed, draws=args.draws,
                       n_boot=200 if args.quick else 1000, progress=True)
     flat = [c for cs in cands for c in cs]
