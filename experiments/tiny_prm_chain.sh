@@ -3,7 +3,7 @@
 # the policy's own samples (README, "Best-of-N"). Each command below is one that ran, in order,
 # with the flags whose defaults have changed since written out (--marker-aux 0 before the marker
 # auxiliary existed, --rollout-traces 2000, --no-compile before the backbone was compiled). On two
-# CPU cores the whole chain takes about 3.5 hours; it has not been re-run end to end, and each
+# CPU cores the whole chain takes about 3.5 hours (the runs' own times summed, the first estimated); it has not been re-run end to end, and each
 # command ran with the code of its day, so a re-run can differ in the last digits.
 set -e
 R=${R:-runs/chain}

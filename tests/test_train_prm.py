@@ -1,6 +1,5 @@
 """train_prm.py end to end in miniature, the evaluation metrics, and bad input."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -315,9 +314,13 @@ def test_marker_targets_name_the_correct_result(quick_policy):
         [digit[1], digit[7], digit[6]], [digit[1], digit[0], -100]]
     with pytest.raises(RfprmError, match="'last' or 'all'"):
         add_marker_targets(prm.tok, every, recs, world.step_result, "first")
-    _, m_all = make_loss(PRMTrainSpec(lambda_final=0.0, marker_aux=0.5))(
-        prm, (collate(every, prm.tok.pad_id), torch.tensor([False, True])))
-    assert m_all["marker"] > 0 and math.isfinite(m_all["marker"])
+    all_batch = collate(every, prm.tok.pad_id)
+    _, m_all = make_loss(PRMTrainSpec(lambda_final=0.0, marker_aux=0.5))(prm, (all_batch, torch.tensor([False, True])))
+    with torch.no_grad():   # by hand: the LM head at each marker, one cross-entropy per named token, averaged
+        h = prm.model(all_batch.input_ids)[all_batch.step_rows, all_batch.step_cols]
+        logp = torch.log_softmax(h @ prm.model.embed_tokens.weight.T, -1)
+        terms = [-logp[i, t] for i, row in enumerate(all_batch.marker_targets.tolist()) for t in row if t >= 0]
+    assert len(terms) == 9 and m_all["marker"] == pytest.approx(torch.stack(terms).mean().item(), rel=1e-4)
     assert collate(prm_examples(prm.tok, recs, "rfprm", prm.max_len), prm.tok.pad_id).marker_targets is None
     assert batch.to("cpu").marker_targets is not None
     sound = torch.tensor([False, True])
