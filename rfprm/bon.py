@@ -6,13 +6,13 @@
     print(format_table(curve)); curve.to_json()
 
 Notable choices:
-- A completion is a trace when it is `<think>...</think>response` (`world.parse_trace`); an
+- A completion is a trace when it is `<think>...</think>response` (`rfprm.answers.parse_trace`); an
   R1-style chat template opens `<think>` in the prompt, so a completion with no `<think>` and
   exactly one `</think>` is split by `steps.split_think` too. A completion that does not parse
   (or that the PRM cannot encode) is *unscored*: every PRM and ORM rule ranks it lowest, -inf.
   It still votes in the majority and counts for the oracle through its last `\\boxed{}`.
-- A sample's answer is the normalised content of its last `\\boxed{}` (`world.normalize_answer`);
-  it is correct when that equals the gold answer, exactly what `world.is_correct` checks.
+- A sample's answer is the normalised content of its last `\\boxed{}` (`rfprm.answers.normalize_answer`);
+  it is correct when that equals the gold answer, exactly what `rfprm.answers.is_correct` checks.
 - Every rule returns the *set of tied winners*; the pick is uniform among them and its
   accuracy is the share of winners that are right. This makes every rule deterministic, and
   exact, with ties broken fairly. Majority: samples without a boxed answer do not vote; when
@@ -46,7 +46,7 @@ import numpy as np
 from .errors import RfprmError, atomic_file
 from .prm_layout import encode_record
 from .steps import split_think
-from .world import extract_boxed, normalize_answer, parse_trace
+from .answers import extract_boxed, normalize_answer, parse_trace
 
 UNSCORED = -math.inf  # the score of a sample a reward model could not read
 

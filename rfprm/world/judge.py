@@ -31,46 +31,12 @@ from __future__ import annotations
 
 import re
 
+from ..answers import extract_boxed, is_correct, normalize_answer  # re-exported for the world's users
 from .problems import Num, Op, Problem, apply, parse_problem
 
 USEFUL, IRRELEVANT, UNPARSEABLE, WRONG = 1.0, 0.4, 0.2, 0.0
 
 _EQUATION = re.compile(r"(\d+)\s*([-+*×])\s*(\d+)\s*(?:=|gives)\s*(-?\d+)")
-
-
-# ----------------------------------------------------------------------------- answers
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last complete `\\boxed{...}` (nested braces allowed), or None."""
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        depth, i = 1, start + len("\\boxed{")
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            return text[start + len("\\boxed{"): i - 1]
-        start = text.rfind("\\boxed{", 0, start)  # unclosed: fall back to the one before
-    return None
-
-
-def normalize_answer(s: str | int) -> str:
-    """Canonical form for comparing answers: no \\boxed{}, $, spaces or trailing period;
-    integers written plainly ("032", "+32", "32.0", "1,032" -> "32", "32", "32", "1032")."""
-    s = str(s).strip()
-    inner = extract_boxed(s)
-    s = inner if inner is not None else s
-    s = re.sub(r"\s+", "", s).strip("$").rstrip(".")
-    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", s):
-        s = s.replace(",", "")
-    m = re.fullmatch(r"([+-]?\d+)(\.0*)?", s)
-    return str(int(m.group(1))) if m else s
-
-
-def is_correct(response_text: str, answer: str | int) -> bool:
-    """The rule reward: the last \\boxed{} in the response equals the answer."""
-    boxed = extract_boxed(response_text)
-    return boxed is not None and normalize_answer(boxed) == normalize_answer(answer)
 
 
 # ----------------------------------------------------------------------------- steps

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..answers import THINK_CLOSE, THINK_OPEN, format_trace, parse_trace  # re-exported
 from .problems import Op
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 STEP_SEP = "\n\n"
 
 
@@ -49,29 +49,6 @@ def response_step(op: Op, boxed: int | str | None = None) -> str:
 def split_steps(text: str) -> list[str]:
     """Steps of a trajectory or response: blocks separated by blank lines, stripped."""
     return [s.strip() for s in text.split(STEP_SEP) if s.strip()]
-
-
-def format_trace(trajectory: str, response: str) -> str:
-    """The policy's output text for a (trajectory, response) pair."""
-    return f"{THINK_OPEN}\n{trajectory}\n{THINK_CLOSE}\n\n{response}"
-
-
-def parse_trace(text: str) -> tuple[str, str] | None:
-    """(trajectory, response) from a policy's output, or None when it is malformed: no
-    `<think>` at the start, no `</think>`, a second tag, or an empty part."""
-    body = text.lstrip()
-    if not body.startswith(THINK_OPEN):
-        return None
-    body = body[len(THINK_OPEN):]
-    trajectory, close, response = body.partition(THINK_CLOSE)
-    if not close or THINK_OPEN in body or THINK_CLOSE in response:
-        return None
-    # format_trace puts exactly one newline inside each tag and a blank line after </think>.
-    trajectory = trajectory.removeprefix("\n").removesuffix("\n")
-    response = response.removeprefix("\n\n") if response.startswith("\n\n") else response.lstrip("\n")
-    if not trajectory.strip() or not response.strip():
-        return None
-    return trajectory, response
 
 
 @dataclass

@@ -1,0 +1,75 @@
+"""Final answers and the R1 output format: the rule reward every use of the PRM shares.
+
+A reasoning model writes `<think>\\n{trajectory}\\n</think>\\n\\n{response}` and the response ends
+in `\\boxed{answer}`. ReasonFlux-PRM's RL recipe (arXiv 2506.18896, Sec. 4.2; the released
+code) rewards a rollout 1 when its last `\\boxed{}` matches the reference, else 0; Best-of-N
+and data selection judge a pick the same way. These functions are that rule, for any task.
+
+- `extract_boxed` reads the last *complete* `\\boxed{...}`, nested braces allowed.
+- `normalize_answer` compares integers as numbers ("032", "+32", "32.0", "1,032" are 32 and
+  1032) and everything else as text without spaces, `$` or a trailing period. LaTeX
+  equivalence (fractions, intervals, units) is beyond it.
+- `parse_trace` is strict: a trace with a missing or doubled tag, or an empty part, is None,
+  so a malformed sample never passes for a well-formed one.
+"""
+from __future__ import annotations
+
+import re
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` (nested braces allowed), or None."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 1, start + len("\\boxed{")
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start + len("\\boxed{"): i - 1]
+        start = text.rfind("\\boxed{", 0, start)  # unclosed: fall back to the one before
+    return None
+
+
+def normalize_answer(s: str | int) -> str:
+    """Canonical form for comparing answers: no \\boxed{}, $, spaces or trailing period;
+    integers written plainly ("032", "+32", "32.0", "1,032" -> "32", "32", "32", "1032")."""
+    s = str(s).strip()
+    inner = extract_boxed(s)
+    s = inner if inner is not None else s
+    s = re.sub(r"\s+", "", s).strip("$").rstrip(".")
+    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", s):
+        s = s.replace(",", "")
+    m = re.fullmatch(r"([+-]?\d+)(\.0*)?", s)
+    return str(int(m.group(1))) if m else s
+
+
+def is_correct(response_text: str, answer: str | int) -> bool:
+    """The rule reward: the last \\boxed{} in the response equals the answer."""
+    boxed = extract_boxed(response_text)
+    return boxed is not None and normalize_answer(boxed) == normalize_answer(answer)
+
+
+def format_trace(trajectory: str, response: str) -> str:
+    """The policy's output text for a (trajectory, response) pair."""
+    return f"{THINK_OPEN}\n{trajectory}\n{THINK_CLOSE}\n\n{response}"
+
+
+def parse_trace(text: str) -> tuple[str, str] | None:
+    """(trajectory, response) from a policy's output, or None when it is malformed: no
+    `<think>` at the start, no `</think>`, a second tag, or an empty part."""
+    body = text.lstrip()
+    if not body.startswith(THINK_OPEN):
+        return None
+    body = body[len(THINK_OPEN):]
+    trajectory, close, response = body.partition(THINK_CLOSE)
+    if not close or THINK_OPEN in body or THINK_CLOSE in response:
+        return None
+    # format_trace puts exactly one newline inside each tag and a blank line after </think>.
+    trajectory = trajectory.removeprefix("\n").removesuffix("\n")
+    response = response.removeprefix("\n\n") if response.startswith("\n\n") else response.lstrip("\n")
+    if not trajectory.strip() or not response.strip():
+        return None
+    return trajectory, response
