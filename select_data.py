@@ -12,6 +12,7 @@ while another job held the second core).
     python select_data.py --sft --alpha-sweep 0.1,0.5,1.0,1.5
     python select_data.py --quick --sft                   # a one-minute version
     python select_data.py --prm DIR --data pool.jsonl --k 1000 --out top.jsonl
+    python select_data.py --prm DIR --data pool.jsonl --sft --model DIR --eval-data problems.jsonl
 
 The teacher and first error of a world trace are hidden from every scorer; they are used only
 to print what each method picked. The step-only method is the same PRM with α = 0 unless
@@ -19,87 +20,94 @@ to print what each method picked. The step-only method is the same PRM with α =
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
-import torch
-from tqdm.auto import tqdm
-
-from rfprm import world
+from rfprm import cli
 from rfprm.checkpoint import load_model
 from rfprm.data import read_records
-from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, parse_alphas
-from rfprm.paths import resolve_path
+from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
 from rfprm.prm import load_prm
-from rfprm.recipes import EVAL_RESERVE, MAX_NEW_TOKENS, eval_problems, held_out_texts
-from rfprm.selection import (LABELS, METHODS, StudentSpec, compare, outcome_passes, rank, select,
-                             selection_score, student_accuracy, summarize, teacher_table)
+from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, outcome_passes,
+                             result_table, select, teacher_table, write_top)
+from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
+from rfprm.world.task import EVAL_RESERVE, MAX_NEW_TOKENS, TASK as WORLD, eval_problems, held_out_texts
+from rfprm.world import make_traces
 
 SCORED_FIELDS = ("problem", "trajectory", "response")   # all a scorer ever sees of a trace
-# flag: (default, --quick value); None means "not given", so --quick fills only unset flags
-SIZES = {"pool": (4000, 48), "k": (1000, 12), "seeds": (3, 2), "sft_steps": (400, 8),
-         "sft_batch_size": (16, 8), "eval_problems": (200, 16)}
+
+
+@dataclass
+class SelectPreset:
+    pool: int = 4000                # the built-in pool's size; with --data, set it to use the first N records
+    sft_steps: int = 400            # optimizer steps per student
+    sft_batch_size: int = 16
+    lr: float = 2e-3                # student learning rate
+    eval_problems: int = 200        # reserved held-out world problems (at most EVAL_RESERVE)
+    max_new_tokens: int = MAX_NEW_TOKENS  # students' answer length limit
+    score_batch_size: int = 32      # traces per PRM forward pass
+
+
+PRESETS = {"default": SelectPreset(),
+           "quick": SelectPreset(pool=48, sft_steps=8, sft_batch_size=8, eval_problems=16)}
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prm", default="tiny-prm", help="the PRM that scores the pool (dir or shipped name)")
-    ap.add_argument("--step-prm", help="a separately trained step-only (λ_final=0) PRM for the step-only "
-                                       "method (default: --prm with α = 0)")
-    ap.add_argument("--data", help="JSONL pool of traces (default: the built-in world's mixed teachers)")
-    ap.add_argument("--fields", help="map field names: problem=question,trajectory=...")
-    ap.add_argument("--skip-bad", action="store_true", help="skip malformed lines (counted) instead of stopping")
-    ap.add_argument("--pool", type=int, help="built-in pool size; with --data, use at most the first N "
-                                             f"records (default {SIZES['pool'][0]} / all of --data)")
-    ap.add_argument("--k", type=int, help=f"traces to keep (default {SIZES['k'][0]})")
-    ap.add_argument("--alpha", type=float, default=1.0,
-                    help="weight of the trajectory score (default 1.0, the paper's value for data selection; "
-                         "a PRM's own α, which bon.py uses, may be tuned for Best-of-N instead)")
-    ap.add_argument("--out", help="the top k as JSONL (default: runs/select-<time>.jsonl)")
-    ap.add_argument("--json", help="write the student table here (implies --sft)")
+    ap = cli.make_parser(__doc__, "select_data.py")
+    cli.add_common(ap, "prm", "data", "fields", "skip_bad", "out", "json", "seed", "device", "quick", "threads",
+                   prm="the PRM that scores the pool (default tiny-prm)", data="JSONL pool of traces "
+                   "(default: the built-in world's mixed teachers)", out="the top k as JSONL (default: "
+                   "runs/select-<time>.jsonl)", json="write the student table here (implies --sft)")
+    ap.set_defaults(prm="tiny-prm")
+    ap.add_argument("--model", "--base", dest="model", metavar="DIR|NAME",
+                    help="--sft: the base every student starts from (default tiny-base)")
+    ap.add_argument("--step-prm", metavar="DIR", help="a separately trained step-only (λ_final = 0) PRM "
+                                                      "for the step-only method (default: --prm with α = 0)")
+    ap.add_argument("--k", type=int, help="traces to keep (default 1000; 12 with --quick)")
+    ap.add_argument("--alpha", type=float, default=1.0, metavar="A",
+                    help="weight of the trajectory score (default 1.0, the paper's for data selection)")
     ap.add_argument("--sft", action="store_true", help="train and evaluate students for each method")
     ap.add_argument("--methods", default=",".join(METHODS), help="--sft: methods to compare, comma-separated")
-    ap.add_argument("--alpha-sweep", help="--sft: also train ReasonFlux students for each α, e.g. 0.1,0.5,1.0,1.5")
-    ap.add_argument("--base", "--model", dest="base", default="tiny-base",
-                    help="--sft: the model every student starts from (dir or shipped name)")
-    ap.add_argument("--seeds", type=int, help=f"--sft: students per method, seeds --seed, --seed+1, ... "
-                                              f"(default {SIZES['seeds'][0]})")
-    ap.add_argument("--sft-steps", type=int, help=f"--sft: optimizer steps per student (default {SIZES['sft_steps'][0]})")
-    ap.add_argument("--sft-batch-size", type=int, help=f"default {SIZES['sft_batch_size'][0]}")
-    ap.add_argument("--lr", type=float, default=2e-3, help="--sft: student learning rate")
-    ap.add_argument("--eval-problems", type=int, help="--sft: reserved held-out world problems "
-                                                      f"(default {SIZES['eval_problems'][0]}, at most {EVAL_RESERVE})")
-    ap.add_argument("--eval-data", help="--sft: JSONL problems {problem, answer} to evaluate on instead")
-    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="--sft: answer length limit")
-    ap.add_argument("--score-batch-size", type=int, default=32, help="traces per PRM forward pass")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--alpha-sweep", metavar="LIST", help="--sft: also ReasonFlux students for each α, e.g. 0.5,1.5")
+    ap.add_argument("--seeds", type=int, metavar="N", help="--sft: students per method (default 3; 2 with --quick)")
+    ap.add_argument("--eval-data", metavar="FILE", help="--sft: JSONL problems {problem, answer} to evaluate on "
+                                                        "(default: the world's reserved problems)")
+    cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
-    for name, (default, quick) in SIZES.items():
-        if getattr(args, name) is None and not (name == "pool" and args.data):
-            setattr(args, name, quick if args.quick else default)
-    for name in list(SIZES) + ["max_new_tokens", "score_batch_size"]:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.seed < 0:
-        raise RfprmError(f"--seed must be >= 0, got {args.seed}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise RfprmError(f"--lr must be a positive number, got {args.lr}")
-    if not math.isfinite(args.alpha):
-        raise RfprmError(f"--alpha must be a finite number, got {args.alpha}")
+    args.preset = args.preset or ("quick" if args.quick else "default")
+    args.settings, args.changed = cli.apply_sets(PRESETS[args.preset], args.set)
+    check_args(args)
+    return args
+
+
+def check_args(args) -> None:
+    cli.check_common(args)
+    s = args.settings
+    if args.model is not None and not (args.sft or args.json):
+        raise RfprmError("--model is the base every student starts from: it is used only with --sft "
+                         "(add --sft to train students on each selection, or leave --model out)")
     args.sft = args.sft or bool(args.json)
+    args.model = args.model or "tiny-base"
+    args.k = args.k if args.k is not None else 12 if args.quick else 1000
+    args.seeds = args.seeds if args.seeds is not None else 2 if args.quick else 3
+    for name, value in [("--k", args.k), ("--seeds", args.seeds), ("pool", s.pool), ("sft_steps", s.sft_steps),
+                        ("sft_batch_size", s.sft_batch_size), ("eval_problems", s.eval_problems),
+                        ("max_new_tokens", s.max_new_tokens), ("score_batch_size", s.score_batch_size)]:
+        cli.at_least(value, 1, name)
+    cli.finite(s.lr, "lr", positive=True)
+    cli.finite(args.alpha, "--alpha")
     args.methods = parse_methods(args.methods)
     args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
-    if args.eval_data is None and args.eval_problems > EVAL_RESERVE:
-        raise RfprmError(f"--eval-problems: at most {EVAL_RESERVE} reserved problems, got {args.eval_problems}")
-    return args
+    if args.eval_data is None and s.eval_problems > EVAL_RESERVE:
+        raise RfprmError(f"eval_problems: at most {EVAL_RESERVE} reserved problems, got {s.eval_problems}")
+    if not args.data and (args.fields or args.skip_bad):
+        raise RfprmError("--fields and --skip-bad apply to --data; the built-in pool needs neither")
+    args.out = args.out or cli.run_name("select") + ".jsonl"
+    cli.check_output(args.out, "--out")
+    if args.json:
+        cli.check_output(args.json, "--json")
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -111,139 +119,34 @@ def parse_methods(spec: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def check_output(path: Path, what: str) -> Path:
-    """check_writable, plus the two mistakes it lets through: a directory, or a file on the way."""
-    if path.is_dir():
-        raise RfprmError(f"{what} {path} is a directory; expected a file name")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise RfprmError(f"cannot write {what} {path}: {parent} is a file, not a directory")
-    return check_writable(path)
-
-
 def load_pool(args) -> list[dict]:
-    if args.data:
-        pool = read_records(args.data, "trace", args.fields, args.skip_bad)
-        if pool.n_skipped:
-            print(f"skipped {pool.n_skipped} bad lines of {args.data} (first: {pool.skipped[0]})")
-        return list(pool)[: args.pool] if args.pool else list(pool)
-    if args.fields or args.skip_bad:
-        raise RfprmError("--fields and --skip-bad apply to --data; the built-in pool needs neither")
-    return world.make_traces(args.pool, args.seed, exclude=held_out_texts())
+    if not args.data:
+        return make_traces(args.settings.pool, args.seed, exclude=held_out_texts())
+    pool = read_records(args.data, "trace", args.fields, args.skip_bad)
+    if pool.n_skipped:
+        print(f"skipped {pool.n_skipped} bad lines of {args.data} (first: {pool.skipped[0]})")
+    return list(pool)[: args.settings.pool] if "pool" in args.changed else list(pool)
 
 
 def load_eval(args) -> list[tuple[str, str]]:
     if args.eval_data:
         return [(r["problem"], r["answer"]) for r in read_records(args.eval_data, "problem")]
-    return [(p.text, str(p.answer)) for p in eval_problems(args.eval_problems)]
+    return [(p.text, str(p.answer)) for p in eval_problems(args.settings.eval_problems)]
 
 
-def score_pool(prm_path, pool, args, what="PRM"):
-    prm = load_prm(prm_path, device=args.device)
+def score_pool(path, pool, args, what="PRM"):
+    prm = load_prm(path, device=args.device)
     print(f"{what}: {prm.describe()}")
-    scores = prm.score_batch([{k: r[k] for k in SCORED_FIELDS} for r in pool],
-                             batch_size=args.score_batch_size, progress=True)
-    return scores
-
-
-def write_top(path: Path, pool, scores, alpha, k) -> list[int]:
-    top = rank(scores, alpha)[:k]
-    with atomic_file(path) as f:
-        for i in top:
-            rec = {**pool[i], "prm_steps": scores[i].steps, "prm_trajectory": scores[i].trajectory,
-                   "prm_total": selection_score(scores[i], alpha)}
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    return top
-
-
-def print_picks(pool, picks: dict[str, list[int]]):
-    """What each method picked: teacher counts (world pools) and the share with a right answer."""
-    has_teacher = any("teacher" in r for r in pool)
-    has_answer = all("answer" in r for r in pool)
-    table = teacher_table(pool, picks) if has_teacher else {name: {} for name in picks}
-    right = outcome_passes(pool) if has_answer else None
-    teachers = list(next(iter(table.values())))
-    print(f"\n{'selection':<26}" + "".join(f"{t:>11}" for t in teachers) + (f"{'right ans.':>12}" if right else ""))
-    for name, counts in table.items():
-        line = f"{name:<26}" + "".join(f"{counts.get(t, 0):>11}" for t in teachers)
-        if right:
-            line += f"{100 * sum(right[i] for i in picks[name]) / len(picks[name]):>11.1f}%"
-        print(line)
-
-
-def run_students(args, pool, scores, step_scores, alpha):
-    """Every (method or α, seed) student; -> ({name: summary}, {name: note}, seconds per student,
-    number of evaluation problems)."""
-    base_dir = resolve_path(args.base)
-    tok, base = load_tokenizer(base_dir), load_model(base_dir, device=args.device)
-    problems = load_eval(args)
-    spec = StudentSpec(steps=args.sft_steps, batch_size=args.sft_batch_size, lr=args.lr,
-                       max_new_tokens=args.max_new_tokens, bf16=args.device.startswith("cuda"))
-    seeds = [args.seed + s for s in range(args.seeds)]
-    runs = [(m, m, alpha) for m in args.methods]
-    runs += [(f"reasonflux α={a:g}", "reasonflux", a) for a in args.alpha_sweep
-             if not (a == alpha and "reasonflux" in args.methods)]
-    results, notes, t0, n_done = {}, {}, time.time(), 0
-    for name, method, a in runs:
-        accs = []
-        for seed in seeds:
-            chosen = select(method, pool, args.k, scores=scores, step_scores=step_scores, alpha=a, seed=seed)
-            if chosen.note:
-                notes[name] = chosen.note
-            n_done += 1
-            tqdm.write(f"[{n_done}/{len(runs) * len(seeds)}] student: {name}, seed {seed}")
-            accs.append(student_accuracy(base, tok, [pool[i] for i in chosen.indices], problems, spec,
-                                         seed, desc=f"{name} s{seed}"))
-        results[name] = summarize(accs)
-    for a in args.alpha_sweep:  # the main α's students stand for its sweep entry
-        if a == alpha and "reasonflux" in results:
-            results[f"reasonflux α={a:g}"] = results["reasonflux"]
-    return results, notes, (time.time() - t0) / max(1, n_done), len(problems)
-
-
-def print_students(results, notes, n_seeds, n_problems, alpha, sweep):
-    print(f"\nstudents: held-out accuracy % on {n_problems} problems, mean ± std over {n_seeds} seeds")
-    print(f"{'method':<26}{'mean':>7}{'std':>7}   per seed")
-    rows = [(LABELS[m] + (f" (α={alpha:g})" if m == "reasonflux" else ""), results[m])
-            for m in METHODS if m in results]
-    rows += [(f"ReasonFlux (α={a:g}) sweep", results[f"reasonflux α={a:g}"]) for a in sweep]
-    for label, r in rows:
-        print(f"{label:<26}{100 * r['mean']:>7.1f}{100 * r['std']:>7.1f}   "
-              + " ".join(f"{100 * v:5.1f}" for v in r["per_seed"]))
-    for name, note in notes.items():
-        print(f"note ({name}): {note}")
-    if "reasonflux" in results and "random" in results:
-        c = compare(results["reasonflux"], results["random"])
-        verdict = {True: "beyond the seed spread", False: "not beyond the seed spread",
-                   None: "one seed: no spread to judge by"}[c["beyond_spread"]]
-        print(f"ReasonFlux - random: {100 * c['gap']:+.1f} points; seed spread (std + std) "
-              f"{100 * c['spread']:.1f}: {verdict}")
-
-
-def result_table(args, results, notes, alpha, n_pool, n_problems, picks, seconds, per_student) -> dict:
-    """The --json table: {"accuracy": {method: mean}} first, then spreads, sweep and context."""
-    methods = [m for m in METHODS if m in results]
-    table = {"accuracy": {m: results[m]["mean"] for m in methods},
-             "std": {m: results[m]["std"] for m in methods},
-             "per_seed": {m: results[m]["per_seed"] for m in methods},
-             "alpha": alpha, "k": args.k, "pool": n_pool, "eval_problems": n_problems,
-             "seeds": [args.seed + s for s in range(args.seeds)], "notes": notes,
-             "alpha_sweep": {f"{a:g}": results[f"reasonflux α={a:g}"] for a in args.alpha_sweep},
-             "picks": picks, "seconds": seconds, "seconds_per_student": per_student, "args": vars(args)}
-    if "reasonflux" in results and "random" in results:
-        table["reasonflux_vs_random"] = compare(results["reasonflux"], results["random"])
-    return table
+    return prm.score_batch([{k: r[k] for k in SCORED_FIELDS} for r in pool],
+                           batch_size=args.settings.score_batch_size, progress=True)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    t0 = time.time()
-    out = Path(args.out) if args.out else Path("runs") / f"select-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    check_output(out, "--out")
-    if args.json:
-        check_output(Path(args.json), "--json")
+    if args.show_preset:
+        print(cli.show_preset(args.preset, args.settings))
+        return
+    s, task, t0, alpha = args.settings, TEXT_TASK if args.data else WORLD, time.time(), args.alpha
     # ---- everything that can fail fast, before any slow work ----
     pool = load_pool(args)
     if not pool:
@@ -253,46 +156,59 @@ def main(argv=None):
     prm_path = resolve_path(args.prm)
     step_prm_path = resolve_path(args.step_prm) if args.step_prm else None
     if args.sft:
-        resolve_path(args.base)
+        resolve_path(args.model)
         seen = {r["problem"].strip() for r in pool} & {text.strip() for text, _ in load_eval(args)}
         if seen:
             print(f"warning: {len(seen)} evaluation problems are also in the pool; students may have seen them")
         if "outcome" in args.methods:
-            outcome_passes(pool)
+            outcome_passes(pool, task.is_correct)
 
+    # ---- score and select ----
     scores = score_pool(prm_path, pool, args)
-    alpha = args.alpha
     step_scores = score_pool(step_prm_path, pool, args, "step-only PRM") if step_prm_path else None
-    if args.sft and "step_only" in args.methods and not any(s.steps for s in step_scores or scores):
+    has_steps = any(x.steps for x in step_scores or scores)   # a scalar-head PRM has no step scores
+    if args.sft and "step_only" in args.methods and not has_steps:
         raise RfprmError("the step-only method needs step scores, but the PRM has a scalar head; "
                          "give --step-prm DIR or leave step_only out of --methods")
-    top = write_top(out, pool, scores, alpha, args.k)
-    how = f"mean step + {alpha:g} · trajectory" if any(s.steps for s in scores) else "trajectory score (scalar head)"
-    print(f"wrote the top {args.k} of {len(pool)} traces by {how} to {out}")
-
+    top = write_top(args.out, pool, scores, alpha, args.k)
+    how = f"mean step + {alpha:g} · trajectory" if any(x.steps for x in scores) else "trajectory score (scalar head)"
+    print(f"wrote the top {args.k} of {len(pool)} traces by {how} to {args.out}")
     picks = {f"ReasonFlux (α={alpha:g})": top}
-    if any(s.steps for s in step_scores or scores):   # a scalar-head PRM has no step scores
-        picks["step-only PRM (α=0)"] = select("step_only", pool, args.k, scores=scores,
-                                              step_scores=step_scores).indices
+    if has_steps:
+        picks["step-only PRM (α=0)"] = select("step_only", pool, args.k, scores=scores, step_scores=step_scores).indices
     picks[f"random (seed {args.seed})"] = select("random", pool, args.k, seed=args.seed).indices
     if all("answer" in r for r in pool):
-        picks[f"outcome (seed {args.seed})"] = select("outcome", pool, args.k, seed=args.seed).indices
+        picks[f"outcome (seed {args.seed})"] = select("outcome", pool, args.k, seed=args.seed,
+                                                      is_correct=task.is_correct).indices
     picks["whole pool"] = list(range(len(pool)))
-    print_picks(pool, picks)
+    print(format_picks(pool, picks, task.teachers, task.is_correct))
     if not args.sft:
         print(f"\n{time.time() - t0:.0f} s in all (add --sft to compare students trained on each selection)")
         return
-    results, notes, per_student, n_problems = run_students(args, pool, scores, step_scores, alpha)
-    print_students(results, notes, args.seeds, n_problems, alpha, args.alpha_sweep)
+
+    # ---- students ----
+    base_dir = resolve_path(args.model)
+    tok, base = load_tokenizer(base_dir), load_model(base_dir, device=args.device)
+    problems, seeds, t1 = load_eval(args), [args.seed + i for i in range(args.seeds)], time.time()
+    spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
+                       bf16=args.device.startswith("cuda"))
+    results, notes, n_students = compare_students(base, tok, pool, problems, spec, methods=args.methods, seeds=seeds,
+                                                  k=args.k, scores=scores, step_scores=step_scores, alpha=alpha,
+                                                  alpha_sweep=args.alpha_sweep, task=task)
+    per_student = (time.time() - t1) / max(1, n_students)
+    print(format_students(results, notes, args.seeds, len(problems), alpha, args.alpha_sweep))
     seconds = time.time() - t0
     print(f"\n{seconds:.0f} s in all, {per_student:.1f} s per student")
     if args.json:
-        table = result_table(args, results, notes, alpha, len(pool), n_problems,
-                             teacher_table(pool, picks) if any("teacher" in r for r in pool) else {},
-                             seconds, per_student)
+        chosen = teacher_table(pool, picks, task.teachers) if any("teacher" in r for r in pool) else {}
+        table = result_table(results, notes, alpha=alpha, alpha_sweep=args.alpha_sweep, k=args.k, n_pool=len(pool),
+                             n_problems=len(problems), seeds=seeds, picks=chosen)
+        table.update(seconds=seconds, seconds_per_student=per_student,
+                     args={**vars(args), "settings": vars(s), "changed": sorted(args.changed)})
         with atomic_file(args.json) as f:
             json.dump(table, f, indent=2, ensure_ascii=False)
         print(f"wrote {args.json}")
+
 
 if __name__ == "__main__":
     cli_main(main)

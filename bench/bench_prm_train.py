@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rfprm.checkpoint import load_model  # noqa: E402
 from rfprm.data import read_records  # noqa: E402
-from rfprm.paths import resolve_path  # noqa: E402
+from rfprm.errors import resolve_path  # noqa: E402
 from rfprm.prm import PRM  # noqa: E402
 from rfprm.prm_layout import prm_examples  # noqa: E402
 from rfprm.prm_train import PRMTrainSpec, _sound, bucketed_batches, hide_eval_fields, make_loss  # noqa: E402

@@ -7,7 +7,7 @@ The public surface (see README.md):
 """
 from .checkpoint import load_model, save_model
 from .generate import generate
-from .paths import resolve_path
+from .errors import resolve_path
 from .tokenizer import Tokenizer, load_tokenizer
 from .config import ModelConfig, preset
 from .errors import RfprmError

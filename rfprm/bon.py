@@ -6,9 +6,9 @@
     print(format_table(curve)); curve.to_json()
 
 Notable choices:
-- A completion is a trace when it is `<think>...</think>response` (`rfprm.answers.parse_trace`); an
-  R1-style chat template opens `<think>` in the prompt, so a completion with no `<think>` and
-  exactly one `</think>` is split by `steps.split_think` too. A completion that does not parse
+- A completion is a trace when `rfprm.steps.split_completion` splits it: `<think>...</think>response`,
+  or, since an R1-style chat template opens `<think>` in the prompt, a completion with no
+  `<think>` and exactly one `</think>`. A completion that does not parse
   (or that the PRM cannot encode) is *unscored*: every PRM and ORM rule ranks it lowest, -inf.
   It still votes in the majority and counts for the oracle through its last `\\boxed{}`.
 - A sample's answer is the normalised content of its last `\\boxed{}` (`rfprm.answers.normalize_answer`);
@@ -29,7 +29,7 @@ Notable choices:
 - The spread is a bootstrap over problems (`n_boot` resamples of the problem set, the same
   resamples for every rule): the standard error of the accuracy from having this many problems.
   Differences between rules (reasonflux - majority, ...) are bootstrapped paired.
-- ReasonFlux total = mean(step scores) + alpha * trajectory score (method.md, "The three uses"),
+- ReasonFlux total = mean(step scores) + alpha * trajectory score (arXiv 2506.18896, its data-selection and Best-of-N score),
   computed here from the stored scores so `alpha` can be overridden without rescoring.
 """
 from __future__ import annotations
@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import RfprmError, atomic_file
 from .prm_layout import encode_record
-from .steps import split_think
-from .answers import extract_boxed, normalize_answer, parse_trace
+from .answers import extract_boxed, normalize_answer
+from .steps import split_completion
 
 UNSCORED = -math.inf  # the score of a sample a reward model could not read
 
@@ -64,44 +65,6 @@ class Candidate:
 
 
 # ---------------------------------------------------------------------------- samples
-
-def split_completion(text: str) -> tuple[str, str] | None:
-    """(trajectory, response) of a completion, or None (see the module docstring)."""
-    parsed = parse_trace(text)
-    if parsed is not None or "<think>" in text:
-        return parsed
-    try:
-        trajectory, response = split_think(text)
-    except RfprmError:
-        return None
-    return (trajectory, response) if trajectory and response else None
-
-
-def sample_traces(model, tok, problems: list[dict], n_samples: int, prompt: Callable[[str], str],
-                  max_new_tokens: int, temperature: float = 1.0, seed: int = 0, batch_size: int = 256,
-                  progress: bool = False) -> list[dict]:
-    """The policy's own traces: n_samples answers per {problem, answer}, kept when they parse,
-    each distinct (trajectory, response) once per problem; -> trace records {problem,
-    trajectory, response, answer}. A PRM that scores a policy's samples (Best-of-N, RL) must
-    have seen that policy's kind of mistakes, which teacher traces need not contain."""
-    from .generate import chat_complete
-    if n_samples < 1:
-        raise RfprmError(f"sample_traces: n_samples must be >= 1, got {n_samples}")
-    texts = chat_complete(model, tok, [prompt(p["problem"]) for p in problems], max_new_tokens=max_new_tokens,
-                          temperature=temperature, num_samples=n_samples, seed=seed, batch_size=batch_size,
-                          progress=progress)
-    out = []
-    for i, p in enumerate(problems):
-        seen = set()
-        for text in texts[i * n_samples:(i + 1) * n_samples]:
-            trace = split_completion(text)
-            if trace is None or trace in seen:
-                continue
-            seen.add(trace)
-            out.append({"problem": p["problem"], "trajectory": trace[0], "response": trace[1],
-                        "answer": str(p["answer"])})
-    return out
-
 
 def make_candidates(answer: str, completions: list[str]) -> list[Candidate]:
     """Candidates for one problem with gold `answer`."""
@@ -298,7 +261,6 @@ def bon_curve(problems: list[list[Candidate]], methods: list[Method], n_list: li
               progress: bool = False) -> BoNCurve:
     """The Best-of-N curve over problems (each a list of its candidates). `pairs` name the
     paired differences to bootstrap (random at any N is the single-sample accuracy)."""
-    from tqdm.auto import tqdm
     if not problems:
         raise RfprmError("Best-of-N needs at least one problem")
     rng = random.Random(seed)
@@ -337,7 +299,7 @@ def format_table(curve: BoNCurve) -> str:
 
 def plot_curve(curve: BoNCurve, path, title: str = "Best-of-N") -> bool:
     """Accuracy against N (log2 axis) with error bars, as a PNG; False when matplotlib is missing."""
-    try:
+    try:   # matplotlib is imported here: only the plot needs it, and its import is slow
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -24,9 +24,9 @@ import torch
 from safetensors.torch import save_file
 
 from .config import ModelConfig
-from .errors import RfprmError, atomic_dir
+from .errors import RfprmError, atomic_dir, resolve_path
 from .model import Qwen2ForCausalLM
-from .paths import resolve_path
+from .tokenizer import check_vocab_fits, has_tokenizer, load_tokenizer
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
@@ -180,7 +180,6 @@ def load_model(path, device="cpu", dtype=None) -> Qwen2ForCausalLM:
 def tokenizer_vocab_limit(ckpt: Path, embedding_rows: int) -> int | None:
     """The tokenizer's size when one is stored beside the weights (generation never samples the
     padding rows beyond it), after checking that every token id has an embedding row."""
-    from .tokenizer import check_vocab_fits, has_tokenizer, load_tokenizer
     if not has_tokenizer(ckpt):
         return None
     tok = load_tokenizer(ckpt)

@@ -5,6 +5,8 @@
   with status 2 -- no traceback for mistakes the user can fix.
 - Outputs are written to a temporary name beside the target and renamed into place, so an
   interrupted run never leaves a half-written file or checkpoint behind.
+- Inputs a user names: `resolve_path` turns a checkpoint directory or a shipped name
+  (`tiny-base`, `tiny-policy`, `tiny-prm`, in rfprm/checkpoints/) into a path, or says what exists.
 """
 from __future__ import annotations
 
@@ -115,3 +117,23 @@ def parse_alphas(spec: str, flag: str = "--alpha-sweep") -> list[float]:
     if not alphas:
         raise RfprmError(f"{flag}: no values (expected e.g. 0.1,0.5,1.0)")
     return list(dict.fromkeys(alphas))
+
+
+# ----------------------------------------------------------------------------- checkpoints a user names
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+SHIPPED = ("tiny-base", "tiny-policy", "tiny-prm")
+
+
+def resolve_path(name_or_dir: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a shipped name such as 'tiny-policy'."""
+    p = Path(name_or_dir)
+    if p.exists():
+        return p
+    if str(name_or_dir) in SHIPPED:
+        shipped = SHIPPED_DIR / str(name_or_dir)
+        if shipped.exists():
+            return shipped
+        raise RfprmError(f"shipped checkpoint {name_or_dir!r} is not built yet ({shipped} is missing)")
+    raise RfprmError(f"{name_or_dir}: no such directory (give a checkpoint directory or one of "
+                     f"the shipped names {', '.join(SHIPPED)})")

@@ -11,6 +11,7 @@ import re
 import warnings
 
 from .errors import RfprmError
+from .generate import chat_complete
 from .steps import join_steps
 
 
@@ -71,7 +72,6 @@ class LLMJudge:
         return int(m.group()) / 10
 
     def score_traces(self, traces: list[tuple[str, list[str], str]], progress: bool = False) -> list[list[float]]:
-        from .generate import chat_complete
         prompts = [self.render(problem, steps[:t], step, response)
                    for problem, steps, response in traces for t, step in enumerate(steps)]
         replies = chat_complete(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
@@ -116,7 +116,6 @@ class LLMTemplateExtractor:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def __call__(self, problem: str, trajectory: str, response: str) -> str:
-        from .generate import chat_complete
         prompt = TEMPLATE_PROMPT.format(problem=problem.strip(), trajectory=trajectory.strip(),
                                         response=response.strip())
         return chat_complete(self.model, self.tok, [prompt], max_new_tokens=self.max_new_tokens)[0].strip()

@@ -1,6 +1,6 @@
 """Training targets for the PRM: step-level labels and the template-guided trajectory reward.
 
-ReasonFlux-PRM (method.md, "Step-level reward labels", "Trajectory-level reward") scores every
+ReasonFlux-PRM (arXiv 2506.18896, step-level and trajectory-level rewards) scores every
 thinking step s_t of a trace (problem x, trajectory, response a) three ways and fuses them:
 
     alignment  r_align(t) = cos(Φ(s_t), Φ(a_t))              a_t: the response step paired with s_t
@@ -47,9 +47,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .encoders import CachedEncoder, NgramEncoder
-from .judges import JUDGE_PROMPT, LLMJudge  # noqa: F401 (re-exported for callers of labels)
 from .errors import RfprmError
-from .steps import align_pairs, join_steps, split_steps
+from .generate import chat_complete
+from .judges import JUDGE_PROMPT, LLMJudge, LLMTemplateExtractor, guided_prompt  # noqa: F401 (JUDGE_PROMPT re-exported)
+from .steps import align_pairs, join_steps, split_completion, split_steps
 
 COS_MAPS = ("clamp", "affine")
 PAIR_BY = ("tail", "similarity")
@@ -171,12 +172,11 @@ def _judge_many(judge, traces: list[tuple[str, list[str], str]], progress: bool 
             for i, s in enumerate(scores)]
 
 
-def quality_scores(problem: str, thinking_steps: list[str], response: str, judge=None) -> list[float]:
-    """r_qual per thinking step: judge(problem, previous_steps, step); default the world's judge."""
+def quality_scores(problem: str, thinking_steps: list[str], response: str, judge) -> list[float]:
+    """r_qual per thinking step: judge(problem, previous_steps, step) (a task's exact judge, or
+    `LLMJudge` for real data)."""
     if not thinking_steps:
         raise RfprmError("quality_scores: the trajectory has no steps")
-    if judge is None:
-        from .world import judge_step as judge
     return _judge_many(judge, [(problem, list(thinking_steps), response)])[0]
 
 
@@ -298,7 +298,6 @@ def policy_rollout(model, tok, temperature: float = 1.0, max_new_tokens: int = 2
                    batch_size: int = 64, top_p: float = 1.0, progress: bool = False):
     """A rollout callable on rfprm.generate.chat_complete: each prompt is prefilled once and its
     KV cache copied n times. Calls are deterministic given `seed`."""
-    from .generate import chat_complete
 
     def rollout(user_prompts: list[str], n: int) -> list[str]:
         return chat_complete(model, tok, list(user_prompts), max_new_tokens=max_new_tokens,
@@ -383,23 +382,47 @@ def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_
     return out
 
 
-def world_labeller(policy_model=None, tok=None, *, encoder=None, n_rollouts: int = 8,
-                   temperature: float = 1.0, max_new_tokens: int = 160, seed: int = 0,
-                   batch_size: int = 64, **options):
-    """label_records with the built-in world's pieces filled in: its step judge, the n-gram
-    encoder, its template extraction, template prompts and answer check, and rollouts from
-    `policy_model` (no trajectory reward when it is None). Returns labeller(records, progress=True)."""
-    from . import world
-    if policy_model is not None and tok is None:
-        raise RfprmError("world_labeller: a policy model needs its tokenizer")
-    encoder = encoder if encoder is not None else NgramEncoder()
+def llm_labeller(judge_model, judge_tok, policy_model, policy_tok, *, is_correct, n_rollouts: int = 8,
+                 seed: int = 0, trajectory_limit: int | None = None, progress: bool = True):
+    """label_records for real data, every stand-in a local model: `LLMJudge` rates the steps,
+    `LLMTemplateExtractor` (on the policy) writes each trace's template, and the policy answers
+    `guided_prompt`s for the trajectory reward; `is_correct(answer_text, gold)` checks them.
+    Returns labeller(records) -> labelled records."""
+    judge = LLMJudge(judge_model, judge_tok)
+    extract = LLMTemplateExtractor(policy_model, policy_tok)
 
-    def labeller(records: list[dict], progress: bool = True) -> list[dict]:
-        rollout = (policy_rollout(policy_model, tok, temperature=temperature, max_new_tokens=max_new_tokens,
-                                  seed=seed, batch_size=batch_size, progress=progress)
-                   if policy_model is not None else None)
-        return label_records(records, judge=world.judge_step, encoder=encoder, rollout=rollout,
-                             extract_template=world.extract_template, template_prompt=world.template_prompt,
-                             is_correct=world.is_correct, n_rollouts=n_rollouts, seed=seed,
-                             progress=progress, **options)
+    def labeller(records: list[dict]) -> list[dict]:
+        return label_records(records, judge=judge, encoder=NgramEncoder(),
+                             rollout=policy_rollout(policy_model, policy_tok, seed=seed, progress=progress),
+                             extract_template=extract, template_prompt=guided_prompt, is_correct=is_correct,
+                             n_rollouts=n_rollouts, seed=seed, trajectory_limit=trajectory_limit,
+                             progress=progress)
     return labeller
+
+
+# ----------------------------------------------------------------------------- the policy's own traces
+
+def sample_traces(model, tok, problems: list[dict], n_samples: int, prompt: Callable[[str], str],
+                  max_new_tokens: int, temperature: float = 1.0, seed: int = 0, batch_size: int = 256,
+                  progress: bool = False) -> list[dict]:
+    """The policy's own traces: n_samples answers per {problem, answer}, kept when they parse
+    (`rfprm.steps.split_completion`), each distinct (trajectory, response) once per problem;
+    -> trace records {problem, trajectory, response, answer}, ready to label. A PRM that scores
+    a policy's samples (Best-of-N, RL) must have seen that policy's kind of mistakes, which
+    teacher traces need not contain."""
+    if n_samples < 1:
+        raise RfprmError(f"sample_traces: n_samples must be >= 1, got {n_samples}")
+    texts = chat_complete(model, tok, [prompt(p["problem"]) for p in problems], max_new_tokens=max_new_tokens,
+                          temperature=temperature, num_samples=n_samples, seed=seed, batch_size=batch_size,
+                          progress=progress)
+    out = []
+    for i, p in enumerate(problems):
+        seen = set()
+        for text in texts[i * n_samples:(i + 1) * n_samples]:
+            trace = split_completion(text)
+            if trace is None or trace in seen:
+                continue
+            seen.add(trace)
+            out.append({"problem": p["problem"], "trajectory": trace[0], "response": trace[1],
+                        "answer": str(p["answer"])})
+    return out

@@ -7,8 +7,10 @@
 Notable choices:
 - Two heads on the same `Qwen2Model` backbone (`self.model`, so tensor names are HF's
   `model.layers.N...`):
-    * `"step"`: `score = Linear(h, h) -> ReLU -> Linear(h, 2)` (HF names `score.0.*`,
-      `score.2.*`), the head of Qwen2.5-Math-PRM and ReasonFlux-PRM-7B. A score is
+    * `"step"`: `step_head = Linear(h, h) -> ReLU -> Linear(h, 2)`, the head of
+      Qwen2.5-Math-PRM and ReasonFlux-PRM-7B. HF calls it `score` (tensors `score.0.*`,
+      `score.2.*`); here `score()` is the scoring method, so the module is `step_head` and
+      checkpoints are read and written under HF's names (`HF_HEAD`). A score is
       softmax(logits)[1] at a read-out position (an `<extra_0>` marker).
     * `"scalar"`: ReasonFlux-PRM-1.5B's `reward_head = Linear(h, 1)`, stored beside a causal-LM
       checkpoint as `reward_head.pt`; the score is sigmoid(w . h + b) at the last token.
@@ -22,7 +24,7 @@ Notable choices:
 - total = mean(step scores) + alpha * trajectory score, the paper's data-selection score
   (alpha = 1.0 in its main table). With no step scores (the scalar head) total = trajectory.
 - The loss is the paper's: lambda_step * mean_t (R(s_t) - r_step(t))^2, averaged per trace,
-  + lambda_final * (R(x, y) - r_final)^2 (method.md, "Training objective").
+  + lambda_final * (R(x, y) - r_final)^2 (arXiv 2506.18896, the PRM training objective).
 - Loading detects the checkpoint's kind (see `load_prm`) and says which head it has
   (`prm.describe()`); a checkpoint without a reward head is refused, not scored as nonsense.
   A causal-LM checkpoint's `lm_head` is never loaded: scoring does not need it.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +51,24 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_config, load_state_into, resolve_dtype, save_state_dict, tensor_names
 from .config import ModelConfig
-from .errors import RfprmError, atomic_dir
+from .errors import RfprmError, atomic_dir, resolve_path
 from .model import Qwen2Model, init_weights
-from .paths import resolve_path
 from .prm_layout import (LAYOUTS, SCALAR_MAX_LEN, PRMBatch, PRMExample, check_layout, collate,
                          encode_record, prm_examples)
 from .tokenizer import STEP_TAG, Tokenizer, check_vocab_fits, has_tokenizer, load_tokenizer
 
 HEADS = ("step", "scalar")
+HF_HEAD = "score"   # the step head's name in HF checkpoints: score.0.*, score.2.*
+
+
+def to_hf_name(name: str) -> str:
+    """A PRM tensor name as checkpoints spell it (step_head.0.weight -> score.0.weight)."""
+    return HF_HEAD + name[len("step_head"):] if name.startswith("step_head.") else name
+
+
+def from_hf_name(name: str) -> str:
+    """A checkpoint tensor name as the PRM module spells it (score.0.weight -> step_head.0.weight)."""
+    return "step_head" + name[len(HF_HEAD):] if name.startswith(HF_HEAD + ".") else name
 
 
 @dataclass
@@ -67,7 +80,7 @@ class PRMScore:
 
 
 def make_step_head(hidden: int) -> nn.Sequential:
-    """Qwen2.5-Math-PRM's head; indices 0 and 2 give the HF names score.0.*, score.2.*."""
+    """Qwen2.5-Math-PRM's head; indices 0 and 2 give the tensor names step_head.0.*, step_head.2.*."""
     return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
 
@@ -92,15 +105,9 @@ class PRM(nn.Module):
         self.max_len = SCALAR_MAX_LEN if layout == "scalar" else cfg.max_position_embeddings
         self.model = Qwen2Model(cfg)
         if head == "step":
-            # Registered under HF's name "score" so its tensors are score.0.*, score.2.*; but
-            # `prm.score(...)` is the scoring method, so code reaches the head as `step_head`.
-            self.score = make_step_head(cfg.hidden_size)
+            self.step_head = make_step_head(cfg.hidden_size)   # saved as HF's score.0.*, score.2.*
         else:
             self.reward_head = nn.Linear(cfg.hidden_size, 1)
-
-    @property
-    def step_head(self) -> nn.Sequential:
-        return self._modules["score"]
 
     @property
     def device(self):
@@ -121,14 +128,26 @@ class PRM(nn.Module):
 
     def compile_backbone(self, on: bool = True) -> "PRM":
         """Run the backbone's forward through `torch.compile` (dynamic shapes, so the length
-        buckets of training share one graph), or back in eager mode with on=False. Weights and
-        tensor names are untouched; the eager forward stays the reference (tests compare them)."""
-        if on:
-            import torch._dynamo
-            torch._dynamo.config.suppress_errors = True   # no compiler here: run eager, do not fail
-            self.model.compile(dynamic=True)
-        else:
-            self.model._compiled_call_impl = None   # what nn.Module.compile set
+        buckets of training share one graph), or back in eager mode with on=False. The compiled
+        forward is an instance attribute over the class's eager `forward`, so weights and tensor
+        names are untouched and deleting it restores the eager reference (tests compare them).
+        Where compiling fails (e.g. no C++ compiler) the first call warns once and runs eager."""
+        model = self.model
+        if "forward" in vars(model):                 # undo an earlier compile_backbone()
+            del model.forward
+        if not on:
+            return self
+        compiled = torch.compile(model.forward, dynamic=True)
+
+        def forward(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as e:   # a compiler error; a genuine model error raises again below
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                              f"the PRM backbone runs eager")
+                del model.forward
+                return model.forward(*args, **kwargs)
+        model.forward = forward
         return self
 
     # ---- forward ----
@@ -209,7 +228,7 @@ class PRM(nn.Module):
         prm.model = copy.deepcopy(lm.model)
         head = make_step_head(lm.cfg.hidden_size)
         init_weights(head)
-        prm.score = head.to(device=prm.device, dtype=prm.dtype)
+        prm.step_head = head.to(device=prm.device, dtype=prm.dtype)
         return prm
 
     def save(self, out) -> Path:
@@ -220,7 +239,7 @@ class PRM(nn.Module):
         config = cfg.to_hf_dict()
         config["rfprm_prm"] = {"layout": self.layout, "head": self.head, "threshold": self.threshold,
                                "alpha": self.alpha, "response_as_step": self.response_as_step}
-        state = {n: t for n, t in self.state_dict().items() if not n.startswith("reward_head.")}
+        state = {to_hf_name(n): t for n, t in self.state_dict().items() if not n.startswith("reward_head.")}
         with atomic_dir(out) as tmp:
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             save_state_dict(state, tmp)
@@ -354,7 +373,7 @@ def load_prm(path, device="cpu", dtype=None, layout: str | None = None) -> PRM:
         prm = PRM(cfg, tok, head, layout, meta.get("threshold", 0.5), meta.get("alpha", 1.0),
                   meta.get("response_as_step", False), source)
     if head == "step":
-        load_state_into(prm, ckpt, device, dtype, skip=lambda n: n == "lm_head.weight")
+        load_state_into(prm, ckpt, device, dtype, rename=from_hf_name, skip=lambda n: n == "lm_head.weight")
     else:
         if not head_file.is_file():
             raise RfprmError(f"{ckpt}: config.json says the PRM has a scalar head, "

@@ -1,6 +1,6 @@
 """Training and evaluating a PRM: the library side of train_prm.py.
 
-The pipeline (method.md, "Training objective"):
+The pipeline (arXiv 2506.18896, the reward labels and the training objective):
 1. traces -> labels: fused step rewards and the template-guided trajectory reward
    (`rfprm.labels`), computed once and written to JSONL so they can be inspected;
 2. a PRM initialised from a causal LM's backbone (the paper starts from an instruct model)
@@ -42,6 +42,7 @@ from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
 from .prm import PRM, load_prm, prm_loss
 from .prm_layout import collate, prm_examples
+from .steps import split_steps
 from .trainer import TrainConfig, train
 
 EVAL_ONLY_FIELDS = ("teacher", "first_error")
@@ -98,7 +99,7 @@ def keep_layers(lm, n: int):
     PRM backbone: a step costs about n / num_hidden_layers as much (train_prm --prm-layers)."""
     total = lm.cfg.num_hidden_layers
     if not 1 <= n <= total:
-        raise RfprmError(f"--prm-layers must be between 1 and the model's {total} layers, got {n}")
+        raise RfprmError(f"prm_layers must be between 1 and the model's {total} layers, got {n}")
     lm.cfg = lm.cfg.replace(num_hidden_layers=n)
     lm.model.cfg = lm.cfg
     lm.model.layers = torch.nn.ModuleList(list(lm.model.layers)[:n])
@@ -139,7 +140,6 @@ def add_marker_targets(tok, examples: list, records: list[dict], marker_target, 
     """Set each example's marker_targets: per step (split_steps of the trajectory, as the layout
     splits it), [the last token] (tokens="last") or every token (tokens="all") of
     marker_target(step), or [] where it gives none."""
-    from .steps import split_steps
     if tokens not in ("last", "all"):
         raise RfprmError(f"marker tokens must be 'last' or 'all', got {tokens!r}")
     for e, r in zip(examples, records):
@@ -201,15 +201,16 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
         raise RfprmError("PRM training: no example has step_rewards or trajectory_reward")
     sound = [_sound(r) for r in labelled]
     if spec.lm_aux > 0 and not init_lm.cfg.tie_word_embeddings:
-        raise RfprmError("--lm-aux needs a model with tied embeddings (the PRM keeps no lm_head); use --lm-aux 0")
+        raise RfprmError("lm_aux needs a model with tied embeddings (the PRM keeps no lm_head); set lm_aux=0")
     if spec.freeze_backbone:   # the auxiliary losses train the backbone: nothing for them to do
         spec = replace(spec, lm_aux=0.0, marker_aux=0.0)
     if spec.marker_aux > 0:
         if not init_lm.cfg.tie_word_embeddings:
-            raise RfprmError("--marker-aux needs a model with tied embeddings (the PRM keeps no lm_head); "
-                             "use --marker-aux 0")
+            raise RfprmError("marker_aux needs a model with tied embeddings (the PRM keeps no lm_head); "
+                             "set marker_aux=0")
         if marker_target is None:
-            raise RfprmError("marker_aux > 0 needs a marker_target function (step text -> its correct result)")
+            raise RfprmError("marker_aux > 0 needs a marker_target function (step text -> its correct result: a "
+                             "task's step_result; the built-in world has one, --data has none): set marker_aux=0")
         add_marker_targets(prm.tok, examples, labelled, marker_target, spec.marker_tokens)
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),

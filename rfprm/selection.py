@@ -1,5 +1,5 @@
 """Offline data selection: pick k distillation traces from a pool, and judge a pick by the
-student it trains (method.md, "The three uses").
+student it trains (arXiv 2506.18896, offline data selection).
 
     scores = prm.score_batch(pool)                      # one PRMScore per trace
     chosen = select("reasonflux", pool, k, scores=scores, alpha=1.0)
@@ -7,7 +7,8 @@ student it trains (method.md, "The three uses").
 
 The four methods share one budget, k traces:
 - `random`: k traces drawn with the seed, the baseline every selection must beat.
-- `outcome`: traces whose final answer is right (`world.is_correct(response, answer)`); k of
+- `outcome`: traces whose final answer is right (`task.is_correct(response, answer)`, by default
+  the last `\\boxed{}` against the gold answer, `rfprm.answers.is_correct`); k of
   them at random when more pass, all of them plus random others when fewer (the Selection's
   note says so). Lucky traces (wrong steps, right answer) pass this filter.
 - `step_only`: the top k by the PRM's mean step score alone (α = 0). By default this is the
@@ -24,27 +25,33 @@ Notable choices:
   ranking is the same for every seed, so its spread over seeds is training noise alone; the
   random baseline's spread also includes which traces it drew. That is the honest comparison:
   a random pick is a random variable.
-- A student is a fresh copy of the base model fine-tuned on its traces as chat examples
-  (user = the problem, assistant = `<think>` trajectory `</think>` response), then asked the
+- A student is a fresh copy of the base model fine-tuned (`train_sft`, loss on the assistant
+  turn only) on its traces as chat examples (user = the problem, assistant = `<think>`
+  trajectory `</think>` response), then asked the
   held-out problems greedily; accuracy is the share whose last \\boxed{} is right. Every
-  student of a comparison sees the same problems, so the differences are paired.
-- The teacher and first error of a world trace are never shown to a scorer; `teacher_table`
+  student of a comparison sees the same problems, so the differences are paired. The `Task`
+  (`rfprm.task`) says how a problem is put to the student and how its answer is checked.
+- A trace's teacher and first error (fields of the built-in world's pools) are never shown to a scorer; `teacher_table`
   uses them afterwards, to show what each method picked.
 """
 from __future__ import annotations
 
 import copy
+import json
 import random
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from . import world
-from .errors import RfprmError
+from .answers import format_trace, is_correct as boxed_is_correct
+from .errors import RfprmError, atomic_file
 from .generate import chat_complete
-from .sft import chat_example, train_sft
-from .trainer import TrainConfig
+from .kernels import linear_cross_entropy
+from .task import TEXT_TASK, Task
+from .trainer import TrainConfig, train
 
 METHODS = ("random", "outcome", "step_only", "reasonflux")
 LABELS = {"random": "random", "outcome": "outcome filter", "step_only": "step-only PRM (α=0)",
@@ -73,6 +80,18 @@ def rank(scores, alpha: float) -> list[int]:
     return sorted(range(len(values)), key=lambda i: (-values[i], i))
 
 
+def write_top(path, pool: list[dict], scores, alpha: float, k: int) -> list[int]:
+    """The top k traces by selection_score, best first, as JSONL at `path` (written atomically),
+    each with its PRM scores (prm_steps, prm_trajectory, prm_total); -> their pool positions."""
+    top = rank(scores, alpha)[:k]
+    with atomic_file(path) as f:
+        for i in top:
+            rec = {**pool[i], "prm_steps": scores[i].steps, "prm_trajectory": scores[i].trajectory,
+                   "prm_total": selection_score(scores[i], alpha)}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return top
+
+
 def _check_k(k: int, n: int):
     if n == 0:
         raise RfprmError("the pool is empty: nothing to select from")
@@ -87,19 +106,19 @@ def select_random(n_pool: int, k: int, seed: int) -> Selection:
     return Selection("random", random.Random(f"random:{seed}").sample(range(n_pool), k))
 
 
-def outcome_passes(pool: list[dict]) -> list[bool]:
-    """Whether each trace's final response boxes the right answer."""
+def outcome_passes(pool: list[dict], is_correct=boxed_is_correct) -> list[bool]:
+    """Whether each trace's final response is right: is_correct(response, answer)."""
     missing = sum("answer" not in r for r in pool)
     if missing:
         raise RfprmError(f"the outcome filter needs an 'answer' in every trace; {missing} of "
                          f"{len(pool)} have none")
-    return [world.is_correct(r["response"], r["answer"]) for r in pool]
+    return [is_correct(r["response"], r["answer"]) for r in pool]
 
 
-def select_outcome(pool: list[dict], k: int, seed: int) -> Selection:
+def select_outcome(pool: list[dict], k: int, seed: int, is_correct=boxed_is_correct) -> Selection:
     """k traces with a right final answer, drawn at random; filled up with others if too few."""
     _check_k(k, len(pool))
-    passes = outcome_passes(pool)
+    passes = outcome_passes(pool, is_correct)
     right = [i for i, ok in enumerate(passes) if ok]
     rng = random.Random(f"outcome:{seed}")
     if len(right) >= k:
@@ -124,13 +143,14 @@ def select_reasonflux(scores, k: int, alpha: float) -> Selection:
 
 
 def select(method: str, pool: list[dict], k: int, scores=None, step_scores=None, alpha: float = 1.0,
-           seed: int = 0) -> Selection:
+           seed: int = 0, is_correct=boxed_is_correct) -> Selection:
     """One method by name. `scores` are the PRM's scores of the pool; `step_scores` (default:
-    `scores`) feed the step-only method, so a separate λ_final = 0 PRM can be plugged in."""
+    `scores`) feed the step-only method, so a separate λ_final = 0 PRM can be plugged in;
+    `is_correct(response, answer)` is the outcome filter's check."""
     if method == "random":
         return select_random(len(pool), k, seed)
     if method == "outcome":
-        return select_outcome(pool, k, seed)
+        return select_outcome(pool, k, seed, is_correct)
     if method not in ("step_only", "reasonflux"):
         raise RfprmError(f"unknown selection method {method!r}; expected one of {', '.join(METHODS)}")
     if scores is None or len(scores) != len(pool):
@@ -141,16 +161,100 @@ def select(method: str, pool: list[dict], k: int, scores=None, step_scores=None,
     return select_reasonflux(scores, k, alpha)
 
 
-def teacher_table(pool: list[dict], selections: dict[str, list[int]]) -> dict[str, dict[str, int]]:
-    """How many traces of each teacher every selection holds (world pools only: needs 'teacher')."""
-    teachers = list(dict.fromkeys(list(world.DEFAULT_MIX) + sorted({r.get("teacher", "?") for r in pool})))
+def teacher_table(pool: list[dict], selections: dict[str, list[int]],
+                  teachers: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+    """How many traces of each teacher every selection holds (pools whose traces carry a
+    'teacher'). `teachers` (a Task's) come first and are listed even at 0; others follow sorted."""
+    named = tuple(teachers)
+    teachers = list(dict.fromkeys(list(named) + sorted({r.get("teacher", "?") for r in pool})))
     table = {}
     for name, indices in selections.items():
         counts = {t: 0 for t in teachers}
         for i in indices:
             counts[pool[i].get("teacher", "?")] += 1
-        table[name] = {t: c for t, c in counts.items() if c or t in world.DEFAULT_MIX}
+        table[name] = {t: c for t, c in counts.items() if c or t in named}
     return table
+
+
+def format_picks(pool: list[dict], picks: dict[str, list[int]], teachers: tuple[str, ...] = (),
+                 is_correct=boxed_is_correct) -> str:
+    """A table of what each selection picked: its teacher counts (pools whose traces carry a
+    'teacher') and the share with a right final answer (pools with answers)."""
+    table = teacher_table(pool, picks, teachers) if any("teacher" in r for r in pool) else {n: {} for n in picks}
+    right = outcome_passes(pool, is_correct) if all("answer" in r for r in pool) else None
+    names = list(next(iter(table.values())))
+    lines = [f"\n{'selection':<26}" + "".join(f"{t:>11}" for t in names) + (f"{'right ans.':>12}" if right else "")]
+    for name, counts in table.items():
+        line = f"{name:<26}" + "".join(f"{counts.get(t, 0):>11}" for t in names)
+        if right:
+            line += f"{100 * sum(right[i] for i in picks[name]) / len(picks[name]):>11.1f}%"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- supervised fine-tuning
+# An example is (prompt ids, completion ids): the prompt is the ChatML rendering up to
+# `<|im_start|>assistant\n`, the completion the assistant text plus `<|im_end|>`. Labels are
+# IGNORE on the prompt and on padding, so only the completion is learned. Batches are
+# right-padded (a causal model never looks right) and drawn by a seeded function of the step
+# (rfprm.trainer's resumable contract); the loss never materialises the [tokens, vocab] logits.
+
+IGNORE = -100
+
+
+def chat_example(tok, user: str, assistant: str, system: str | None = None) -> tuple[list[int], list[int]]:
+    """-> (prompt ids, completion ids) for one user turn and its assistant answer."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    prompt = tok.chat(messages, add_generation_prompt=True)
+    completion = tok.encode(assistant) + [tok.im_end_id]
+    return prompt, completion
+
+
+def make_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int, pad_id: int,
+                 max_len: int | None = None):
+    """-> batch_at(step, micro) giving (input_ids (B, T), labels (B, T)), a pure function of its args.
+    An example may carry a third list, the completion's labels (IGNORE where a completion token
+    is context, not a target); by default every completion token is a target."""
+    if not examples:
+        raise RfprmError("SFT: no training examples")
+    if max_len is not None:
+        too_long = sum(len(ex[0]) + len(ex[1]) > max_len for ex in examples)
+        if too_long == len(examples):
+            raise RfprmError(f"SFT: every example is longer than the model's context ({max_len} tokens)")
+
+    def batch_at(step: int, micro: int):
+        rng = random.Random(seed * 1_000_003 + step * 101 + micro)
+        chosen = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        seqs = [(ex[0] + ex[1])[:max_len] if max_len else ex[0] + ex[1] for ex in chosen]
+        labels = [([IGNORE] * len(ex[0]) + (ex[2] if len(ex) > 2 else ex[1]))[:len(s)]
+                  for ex, s in zip(chosen, seqs)]
+        T = max(map(len, seqs))
+        ids = torch.full((batch_size, T), pad_id, dtype=torch.long)
+        lab = torch.full((batch_size, T), IGNORE, dtype=torch.long)
+        for i, (s, l) in enumerate(zip(seqs, labels)):
+            ids[i, :len(s)] = torch.tensor(s)
+            lab[i, :len(l)] = torch.tensor(l)
+        return ids, lab
+    return batch_at
+
+
+def lm_loss(model, batch):
+    """Mean next-token cross-entropy over the labelled tokens; -> (loss, metrics)."""
+    ids, labels = (t.to(model.device) for t in batch)
+    hidden = model.model(ids)                                  # (B, T, H)
+    H = hidden.shape[-1]
+    targets = labels[:, 1:].reshape(-1)                        # token t predicts t+1
+    loss = linear_cross_entropy(hidden[:, :-1].reshape(-1, H), model.lm_head.weight, targets)
+    return loss, {}
+
+
+def train_sft(model, examples, cfg: TrainConfig, batch_size: int = 32, seed: int = 0,
+              pad_id: int = 0, out_dir: str | Path | None = None, resume: bool = False,
+              desc: str = "sft") -> list[dict]:
+    """Fine-tune `model` in place on (prompt, completion) examples; returns the loss history."""
+    torch.manual_seed(seed)
+    batch_at = make_batches(examples, batch_size, seed, pad_id, model.cfg.max_position_embeddings)
+    return train(model, lm_loss, batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc)
 
 
 # ----------------------------------------------------------------------------- students
@@ -166,39 +270,40 @@ class StudentSpec:
     bf16: bool = False             # autocast on CUDA
 
 
-def student_examples(tok, records: list[dict]) -> list[tuple[list[int], list[int]]]:
-    """Traces as chat examples: user = the problem, assistant = the R1-format trace text."""
-    return [chat_example(tok, world.problem_prompt(r["problem"]),
-                         world.format_trace(r["trajectory"], r["response"])) for r in records]
+def student_examples(tok, records: list[dict], task: Task = TEXT_TASK) -> list[tuple[list[int], list[int]]]:
+    """Traces as chat examples: user = task.prompt(problem), assistant = the R1-format trace text."""
+    return [chat_example(tok, task.prompt(r["problem"]), format_trace(r["trajectory"], r["response"]))
+            for r in records]
 
 
-def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, desc: str = "student"):
+def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, desc: str = "student",
+                  task: Task = TEXT_TASK):
     """A fresh copy of `base` fine-tuned on `records` (the base itself is left untouched)."""
     model = copy.deepcopy(base)
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 10),
                       log_every=min(10, spec.steps), bf16=spec.bf16)
     pad = tok.pad_id if tok.pad_id is not None else 0  # padding is never learned (labels -100)
-    train_sft(model, student_examples(tok, records), cfg, batch_size=spec.batch_size, seed=seed,
+    train_sft(model, student_examples(tok, records, task), cfg, batch_size=spec.batch_size, seed=seed,
               pad_id=pad, desc=desc)
     return model
 
 
-def accuracy(model, tok, problems: list[tuple[str, str]], spec: StudentSpec) -> float:
-    """Greedy answers to (problem text, answer) pairs -> share with the right last \\boxed{}."""
+def accuracy(model, tok, problems: list[tuple[str, str]], spec: StudentSpec, task: Task = TEXT_TASK) -> float:
+    """Greedy answers to (problem text, answer) pairs -> share that task.is_correct accepts."""
     if not problems:
         raise RfprmError("no evaluation problems")
-    answers = chat_complete(model, tok, [world.problem_prompt(text) for text, _ in problems],
+    answers = chat_complete(model, tok, [task.prompt(text) for text, _ in problems],
                             max_new_tokens=spec.max_new_tokens, temperature=0.0,
                             batch_size=spec.eval_batch_size, progress=True)
-    return sum(world.is_correct(a, ans) for a, (_, ans) in zip(answers, problems)) / len(problems)
+    return sum(task.is_correct(a, ans) for a, (_, ans) in zip(answers, problems)) / len(problems)
 
 
 def student_accuracy(base, tok, records: list[dict], problems: list[tuple[str, str]], spec: StudentSpec,
-                     seed: int, desc: str = "student") -> float:
+                     seed: int, desc: str = "student", task: Task = TEXT_TASK) -> float:
     """Train a student on `records` from `base`, return its held-out accuracy (a fraction)."""
-    model = train_student(base, tok, records, spec, seed, desc)
+    model = train_student(base, tok, records, spec, seed, desc, task)
     try:
-        return accuracy(model, tok, problems, spec)
+        return accuracy(model, tok, problems, spec, task)
     finally:
         del model
         if torch.cuda.is_available():
@@ -220,3 +325,69 @@ def compare(better: dict, baseline: dict) -> dict:
     spread = better["std"] + baseline["std"]
     enough = min(len(better["per_seed"]), len(baseline["per_seed"])) > 1
     return {"gap": gap, "spread": spread, "beyond_spread": (gap > spread) if enough else None}
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+def compare_students(base, tok, pool: list[dict], problems: list[tuple[str, str]], spec: StudentSpec, *,
+                     methods: list[str], seeds: list[int], k: int, scores, step_scores=None, alpha: float = 1.0,
+                     alpha_sweep: list[float] = (), task: Task = TEXT_TASK):
+    """One student per (method or swept α, seed), every one trained on k traces of `pool` and
+    asked the same `problems`. -> ({name: summarize(accuracies)}, {name: selection note},
+    students trained). A swept α equal to `alpha` reuses the ReasonFlux students."""
+    runs = [(m, m, alpha) for m in methods]
+    runs += [(f"reasonflux α={a:g}", "reasonflux", a) for a in alpha_sweep
+             if not (a == alpha and "reasonflux" in methods)]
+    results, notes, n_done = {}, {}, 0
+    for name, method, a in runs:
+        accs = []
+        for seed in seeds:
+            chosen = select(method, pool, k, scores=scores, step_scores=step_scores, alpha=a, seed=seed,
+                            is_correct=task.is_correct)
+            if chosen.note:
+                notes[name] = chosen.note
+            n_done += 1
+            tqdm.write(f"[{n_done}/{len(runs) * len(seeds)}] student: {name}, seed {seed}")
+            accs.append(student_accuracy(base, tok, [pool[i] for i in chosen.indices], problems, spec,
+                                         seed, desc=f"{name} s{seed}", task=task))
+        results[name] = summarize(accs)
+    for a in alpha_sweep:  # the main α's students stand for its sweep entry
+        if a == alpha and "reasonflux" in results:
+            results[f"reasonflux α={a:g}"] = results["reasonflux"]
+    return results, notes, n_done
+
+
+def result_table(results: dict, notes: dict, *, alpha: float, alpha_sweep: list[float], k: int, n_pool: int,
+                 n_problems: int, seeds: list[int], picks: dict) -> dict:
+    """The comparison as a JSON table: {"accuracy": {method: mean}} first, then spreads, the α
+    sweep, what each method picked and, with random among the methods, reasonflux vs random."""
+    methods = [m for m in METHODS if m in results]
+    table = {"accuracy": {m: results[m]["mean"] for m in methods},
+             "std": {m: results[m]["std"] for m in methods},
+             "per_seed": {m: results[m]["per_seed"] for m in methods},
+             "alpha": alpha, "k": k, "pool": n_pool, "eval_problems": n_problems, "seeds": seeds, "notes": notes,
+             "alpha_sweep": {f"{a:g}": results[f"reasonflux α={a:g}"] for a in alpha_sweep}, "picks": picks}
+    if "reasonflux" in results and "random" in results:
+        table["reasonflux_vs_random"] = compare(results["reasonflux"], results["random"])
+    return table
+
+
+def format_students(results: dict, notes: dict, n_seeds: int, n_problems: int, alpha: float,
+                    alpha_sweep: list[float] = ()) -> str:
+    """compare_students' results as a table: mean, std and per-seed accuracy per method, the
+    notes, and whether ReasonFlux beats random by more than the seed spread."""
+    lines = [f"\nstudents: held-out accuracy % on {n_problems} problems, mean ± std over {n_seeds} seeds",
+             f"{'method':<26}{'mean':>7}{'std':>7}   per seed"]
+    rows = [(LABELS[m] + (f" (α={alpha:g})" if m == "reasonflux" else ""), results[m]) for m in METHODS if m in results]
+    rows += [(f"ReasonFlux (α={a:g}) sweep", results[f"reasonflux α={a:g}"]) for a in alpha_sweep]
+    for label, r in rows:
+        lines.append(f"{label:<26}{100 * r['mean']:>7.1f}{100 * r['std']:>7.1f}   "
+                     + " ".join(f"{100 * v:5.1f}" for v in r["per_seed"]))
+    lines += [f"note ({name}): {note}" for name, note in notes.items()]
+    if "reasonflux" in results and "random" in results:
+        c = compare(results["reasonflux"], results["random"])
+        verdict = {True: "beyond the seed spread", False: "not beyond the seed spread",
+                   None: "one seed: no spread to judge by"}[c["beyond_spread"]]
+        lines.append(f"ReasonFlux - random: {100 * c['gap']:+.1f} points; seed spread (std + std) "
+                     f"{100 * c['spread']:.1f}: {verdict}")
+    return "\n".join(lines)

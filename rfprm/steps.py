@@ -1,6 +1,6 @@
 """Text-level reasoning steps: splitting, `<think>` blocks, and pairing thinking with response.
 
-ReasonFlux-PRM scores a trajectory-response pair step by step (../shared/method.md, "Steps"):
+ReasonFlux-PRM scores a trajectory-response pair step by step (arXiv 2506.18896, the trajectory-response pair):
 the trajectory and the response are split on blank lines, and thinking step t is paired with
 response step t -- the pairing the alignment label cos(Φ(s_t), Φ(a_t)) is computed on.
 
@@ -33,9 +33,9 @@ import math
 import re
 from typing import Callable
 
+from .answers import THINK_CLOSE, THINK_OPEN, parse_trace
 from .errors import RfprmError
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 STEP_SEP = "\n\n"
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
@@ -77,6 +77,21 @@ def split_think(text: str) -> tuple[str, str]:
         if before.strip():
             raise RfprmError(f"text before '{THINK_OPEN}': {before.strip()[:40]!r}")
     return head.strip(), response.strip()
+
+
+def split_completion(text: str) -> tuple[str, str] | None:
+    """(trajectory, response) of a sampled completion, or None when it is not a trace: a
+    `<think>...</think>response` text (`rfprm.answers.parse_trace`, strict), or, with no
+    `<think>` at all, a text that `split_think` splits at its one `</think>` (an R1-style chat
+    template opens `<think>` in the prompt). Both parts must be non-empty."""
+    parsed = parse_trace(text)
+    if parsed is not None or THINK_OPEN in text:
+        return parsed
+    try:
+        trajectory, response = split_think(text)
+    except RfprmError:
+        return None
+    return (trajectory, response) if trajectory and response else None
 
 
 # ----------------------------------------------------------------------------- alignment

@@ -1,310 +1,263 @@
-"""Qwen's byte-level BPE tokenizer on top of tiktoken: loading, ChatML, saving.
+"""Reading a tokenizer from a checkpoint: tokenizer.json, vocab.json + merges.txt, or *.tiktoken.
 
 `load_tokenizer(dir)` reads a checkpoint's `tokenizer.json` (what Qwen2.5 ships), or the older
-`vocab.json` + `merges.txt`, or a `*.tiktoken` rank file (Qwen's `qwen.tiktoken`), and builds a
-`tiktoken.Encoding` from it; `Tokenizer` wraps that Encoding with NFC normalisation, special
-tokens, ChatML and HF-compatible saving. Notable choices:
-
-- Bytes <-> printable characters. Byte-level BPE works on the UTF-8 bytes of the text, so any
-  string can be encoded and nothing is ever "unknown". But HF's vocab files are JSON and store
-  each token as a *string*, and raw bytes such as a space, a newline or an incomplete piece of a
-  UTF-8 character do not make readable (or even valid) strings. GPT-2 therefore maps each of the
-  256 byte values to one printable Unicode character: the 188 bytes that already print as
-  themselves in Latin-1 (`!`..`~`, `¡`..`¬`, `®`..`ÿ`) keep their own character, and the other
-  68 (control characters, space, DEL, no-break space, soft hyphen) are given the characters
-  U+0100, U+0101, ... in byte order. So a space is stored as `Ġ` (U+0120), a newline as `Ċ`
-  (U+010A), and the token " world" appears in vocab.json as `Ġworld`. tiktoken keeps the raw
-  bytes instead, so loading undoes the mapping (`_unicode_to_bytes`) and saving redoes it.
-- Ranks are ids. tiktoken's BPE starts from single bytes and keeps merging the adjacent pair
-  whose concatenation has the lowest rank; the rank is also the token id. HF's BPE merges the
-  pair that comes first in `merges`. The two agree when ids were handed out in merge order (as in
-  GPT-2 and Qwen: id = 256 + merge index) *and* every token is built by tiktoken's rule from a
-  pair that `merges` lists for it. `_check_merges` verifies both for every merge on load and
-  raises when a vocabulary breaks them; `save` rebuilds `merges` from the ranks with the same rule.
-- The split regex (pre-tokenizer) cuts text into chunks that BPE never merges across. Qwen2's,
-  alternative by alternative (the first that matches at a position wins):
-    `(?i:'s|'t|'re|'ve|'m|'ll|'d)`  English contractions, any case ("'S", "'ll").
-    `[^\\r\\n\\p{L}\\p{N}]?\\p{L}+`  a run of letters plus at most one leading character that is
-                                     not a letter, digit or newline: " world", "_init", "(x".
-    `\\p{N}`                         ONE digit: numbers are split digit by digit (GPT-2 had
-                                     `\\p{N}+`), so "2024" is always 4 tokens -- good for arithmetic.
-    ` ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*`  punctuation/symbol runs, optional leading space, swallowing
-                                     the newlines that follow: " ==", ".\\n\\n", " 😀".
-    `\\s*[\\r\\n]+`                   blank space that ends in newlines, as one chunk: "  \\n\\n".
-    `\\s+(?!\\S)`                     a whitespace run minus its last character when a word follows,
-                                     so that space goes with the word: "a   b" -> "a", "  ", " b".
-    `\\s+`                           whatever whitespace is left (at the end of the text).
-  tokenizer.json's own Split regex is used when present; Qwen2's otherwise.
-- tiktoken has no normaliser; Qwen's tokenizer.json has NFC. Like HF, we first cut the text at
-  added tokens (leftmost, longest first), then NFC each remaining piece, so a combining mark
-  right after `<|im_end|>` cannot merge into its `>` and destroy the special token.
-- Added tokens (specials) are read from the checkpoint, never from a built-in list: `added_tokens`
-  in tokenizer.json plus `added_tokens_decoder` in tokenizer_config.json. Only a `*.tiktoken`
-  file, which holds no specials, falls back to Qwen's own list when there is no
-  tokenizer_config.json: `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, then `<|extra_0|>` ..
-  `<|extra_204|>`, numbered from the first id after the ranks (what Qwen's tokenization_qwen.py
-  does). HF flags on added tokens (lstrip, rstrip, single_word) are not applied; Qwen sets none.
-- `rfprm.bpe.train_bpe` is a small trainer for the built-in world. It keeps every word in the
-  state that tiktoken itself would produce, so what it learns is by construction consistent with
-  the rules above and exports to HF `tokenizers` unchanged.
+`vocab.json` + `merges.txt`, or a `*.tiktoken` rank file (Qwen's `qwen.tiktoken`), and builds
+the `rfprm.bpe.Tokenizer` it describes (rfprm/bpe.py explains the byte-level BPE, the byte <->
+character mapping and why ranks are ids). Every error names the file at fault. The Tokenizer
+and its constants are re-exported here, so `from rfprm.tokenizer import Tokenizer,
+load_tokenizer, STEP_TAG` is the one import a user needs.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import json
-import re
-import unicodedata
 from pathlib import Path
 
-import tiktoken
-
-from .errors import RfprmError, atomic_file
-
-QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-# What a bare ByteLevel(use_regex=True) pre-tokenizer splits with (GPT-2 style files).
-GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-# Appended after the ranks of a *.tiktoken file that comes without tokenizer_config.json.
-QWEN_TIKTOKEN_SPECIALS = (["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-                          + [f"<|extra_{i}|>" for i in range(205)])
-ENDOFTEXT, IM_START, IM_END, STEP_TAG = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"
-CHAT_ROLES = ("system", "user", "assistant")
-CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
-                   "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
-                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-NORMALIZATIONS = ("NFC", "NFD", "NFKC", "NFKD")
+from .errors import RfprmError, resolve_path
+from .bpe import (CHAT_ROLES, CHATML_TEMPLATE, ENDOFTEXT, GPT2_PATTERN, IM_END, IM_START,  # noqa: F401
+                  NORMALIZATIONS, QWEN2_PATTERN, QWEN_TIKTOKEN_SPECIALS, STEP_TAG, Tokenizer,
+                  _bytes_to_unicode_str, _merge_of, _unicode_to_bytes, train_bpe)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (see the module docstring)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    table, n = {b: chr(b) for b in printable}, 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
-
-
-BYTE_TO_CHAR = _bytes_to_unicode()
-CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
-
-
-def _unicode_to_bytes(token: str, where: str) -> bytes:
+def _read_json(path: Path):
     try:
-        return bytes(CHAR_TO_BYTE[c] for c in token)
-    except KeyError as e:
-        raise RfprmError(f"{where}: token {token!r} is not byte-level (character "
-                         f"U+{ord(e.args[0]):04X} stands for no byte); expected a byte-level BPE "
-                         "vocabulary like Qwen's") from None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RfprmError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} "
+                         f"column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RfprmError(f"{path}: cannot read ({e})") from None
 
 
-def _bytes_to_unicode_str(token: bytes) -> str:
-    return "".join(BYTE_TO_CHAR[b] for b in token)
+def _added_tokens(entries, where: str) -> tuple[dict[str, int], set[str]]:
+    """[{"id", "content", "special"}, ...] -> ({text: id}, texts marked non-special)."""
+    specials, non_special = {}, set()
+    for e in entries:
+        if not (isinstance(e, dict) and isinstance(e.get("content"), str)
+                and isinstance(e.get("id"), int)):
+            raise RfprmError(f"{where}: added token {e!r:.80} needs a str 'content' and an int 'id'")
+        t, i = e["content"], e["id"]
+        if specials.get(t, i) != i:
+            raise RfprmError(f"{where}: added token {t!r} has two ids, {specials[t]} and {i}")
+        specials[t] = i
+        if e.get("special") is False:
+            non_special.add(t)
+    return specials, non_special
 
 
-def _bpe(ranks: dict[bytes, int], parts: list[bytes], max_rank: int | None = None) -> list[bytes]:
-    """tiktoken's merge rule in Python: merge the lowest-ranked adjacent pair (leftmost on ties)
-    until none is in `ranks` (only ranks below `max_rank`, if given)."""
-    while len(parts) > 1:
-        best_rank, best_i = None, -1
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1])
-            if r is None or (max_rank is not None and r >= max_rank):
-                continue
-            if best_rank is None or r < best_rank:
-                best_rank, best_i = r, i
-        if best_rank is None:
-            break
-        parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return parts
+def _config_added_tokens(directory: Path) -> tuple[dict[str, int], set[str]] | None:
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    decoder = _read_json(path).get("added_tokens_decoder")
+    if decoder is None:
+        return None
+    if not isinstance(decoder, dict):
+        raise RfprmError(f"{path}: added_tokens_decoder must be an object of id -> token")
+    try:
+        entries = [{**v, "id": int(k)} for k, v in decoder.items()]
+    except (ValueError, TypeError):
+        raise RfprmError(f"{path}: added_tokens_decoder keys must be integer ids") from None
+    return _added_tokens(entries, str(path))
 
 
-def _merge_of(ranks: dict[bytes, int], token: bytes) -> list[bytes]:
-    """The parts tiktoken holds just before it forms `token`: a pair, unless the token is
-    unreachable (then it is never produced by merging)."""
-    return _bpe(ranks, [bytes([b]) for b in token], max_rank=ranks[token])
+def _merge_specials(specials: dict[str, int], extra: dict[str, int], where: str) -> None:
+    taken = {i: t for t, i in specials.items()}
+    for t, i in extra.items():
+        if t in specials and specials[t] != i:
+            raise RfprmError(f"{where}: added token {t!r} has id {i}, "
+                             f"but {specials[t]} in tokenizer.json")
+        if taken.get(i, t) != t:
+            raise RfprmError(f"{where}: duplicate id {i} for added tokens {taken[i]!r} and {t!r}")
+        specials[t] = i
 
 
-class Tokenizer:
-    """A tiktoken Encoding plus NFC, added tokens read from the checkpoint, and ChatML."""
+def _check_merges(ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]], where: str) -> None:
+    """Verify that tiktoken's rank-based BPE reproduces HF's merge list (module docstring).
 
-    def __init__(self, mergeable_ranks: dict[bytes, int], special_tokens: dict[str, int],
-                 pattern: str = QWEN2_PATTERN, normalization: str | None = "NFC",
-                 non_special: frozenset[str] = frozenset(), chat_template: str | None = None,
-                 where: str = "tokenizer"):
-        missing = [b for b in range(256) if bytes([b]) not in mergeable_ranks]
-        if missing:
-            raise RfprmError(f"{where}: not a byte-level vocabulary: byte 0x{missing[0]:02x} has no "
-                             "token (all 256 single bytes must be tokens)")
-        ids = collections.Counter(mergeable_ranks.values())
-        ids.update(special_tokens.values())
-        dup = next((i for i, n in ids.items() if n > 1), None)
-        if dup is not None:
-            raise RfprmError(f"{where}: duplicate id {dup}: two tokens share it; expected one id each")
-        if normalization not in (None, *NORMALIZATIONS):
-            raise RfprmError(f"{where}: unknown normalization {normalization!r}; "
-                             f"expected one of {NORMALIZATIONS} or None")
-        self.mergeable_ranks = dict(mergeable_ranks)
-        self.special_tokens = dict(sorted(special_tokens.items(), key=lambda kv: kv[1]))
-        self.pattern, self.normalization = pattern, normalization
-        self.non_special = frozenset(non_special)  # added tokens HF marks "special": false
-        self.chat_template = chat_template
-        self.encoding = tiktoken.Encoding("rfprm", pat_str=pattern,
-                                          mergeable_ranks=self.mergeable_ranks,
-                                          special_tokens=self.special_tokens)
-        self.vocab_size = max(ids) + 1  # ids in gaps (if any) are never produced
-        # Added tokens are cut out of the text before anything else; longest first so that of two
-        # tokens starting at the same place the longer wins, as in HF.
-        specials = sorted(self.special_tokens, key=len, reverse=True)
-        self._special_re = (re.compile("(" + "|".join(map(re.escape, specials)) + ")")
-                            if specials else None)
-        self.eos_id = self.special_tokens.get(ENDOFTEXT)
-        self.pad_id = self.eos_id
-        self.im_end_id = self.special_tokens.get(IM_END)
-        self.step_id = self.special_tokens.get(STEP_TAG)
-        self.stop_ids = [i for i in (self.im_end_id, self.eos_id) if i is not None]
+    Qwen lists one merge per token. Files converted from tiktoken by `transformers` (Llama 3
+    style) list every split of a token into two tokens, one after another: HF then merges any
+    such pair at the token's priority, which is tiktoken's rule itself, so both layouts pass."""
+    previous, made = (-1, b""), collections.defaultdict(set)
+    for n, (a, b) in enumerate(merges):
+        token = a + b
+        for part in (a, b, token):
+            if part not in ranks:
+                raise RfprmError(f"{where}: merge {n} ({_bytes_to_unicode_str(a)} "
+                                 f"{_bytes_to_unicode_str(b)}) uses {_bytes_to_unicode_str(part)!r}, "
+                                 "which is not in the vocabulary")
+        if (ranks[token], token) != previous and ranks[token] <= previous[0]:
+            raise RfprmError(f"{where}: merge {n} makes id {ranks[token]} after id {previous[0]}: "
+                             "ids are not in merge order, which tiktoken's rank-based BPE needs")
+        previous = (ranks[token], token)
+        made[token].add((a, b))
+    for token, pairs in made.items():
+        if tuple(_merge_of(ranks, token)) not in pairs:
+            raise RfprmError(f"{where}: token {_bytes_to_unicode_str(token)!r} (id {ranks[token]}) "
+                             "is merged from a different pair under tiktoken's lowest-rank rule than "
+                             "in merges; this vocabulary cannot be reproduced by tiktoken")
+    orphan = next((t for t in ranks if len(t) > 1 and t not in made), None)
+    if orphan is not None:
+        raise RfprmError(f"{where}: token {_bytes_to_unicode_str(orphan)!r} (id {ranks[orphan]}) is "
+                         "in the vocabulary but no merge makes it; tiktoken would still produce it")
 
-    def __repr__(self) -> str:
-        return (f"Tokenizer(vocab_size={self.vocab_size}, ranks={len(self.mergeable_ranks)}, "
-                f"specials={len(self.special_tokens)})")
 
-    def token_to_id(self, text: str) -> int | None:
-        """Id of an added token (or of a single ordinary token spelling `text`), else None."""
-        if text in self.special_tokens:
-            return self.special_tokens[text]
-        return self.mergeable_ranks.get(text.encode("utf-8"))
+def _ranks_from_vocab(vocab, merges, specials: dict[str, int], where: str) -> dict[bytes, int]:
+    """HF vocab {unicode token: id} + merges -> tiktoken ranks {bytes: id}, checked."""
+    if not isinstance(vocab, dict) or not isinstance(merges, list):
+        raise RfprmError(f"{where}: expected a BPE vocab (object) and merges (list)")
+    ranks, seen = {}, {}
+    for token, i in vocab.items():
+        if not isinstance(i, int):
+            raise RfprmError(f"{where}: token {token!r} has id {i!r}; expected an integer")
+        if i in seen:
+            raise RfprmError(f"{where}: duplicate id {i} for tokens {seen[i]!r} and {token!r}")
+        seen[i] = token
+        if specials.get(token) == i:
+            continue  # an added token that also sits in the model vocab (trainer-style specials)
+        ranks[_unicode_to_bytes(token, where)] = i
+    pairs = []
+    for n, m in enumerate(merges):
+        parts = m.split(" ") if isinstance(m, str) else m
+        if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+            raise RfprmError(f"{where}: merge {n} is {m!r}; expected 'a b' or [a, b]")
+        pairs.append((_unicode_to_bytes(parts[0], where), _unicode_to_bytes(parts[1], where)))
+    _check_merges(ranks, pairs, where)
+    return ranks
 
-    def encode(self, text: str) -> list[int]:
-        """Text -> ids. Added tokens written in the text become their ids; the rest is NFC'd."""
-        if not isinstance(text, str):
-            raise RfprmError(f"encode: expected a str, got {type(text).__name__}")
-        pieces = self._special_re.split(text) if self._special_re else [text]
-        ids: list[int] = []
-        for i, piece in enumerate(pieces):
-            if i % 2:  # re.split puts the captured separators (the added tokens) at odd positions
-                ids.append(self.special_tokens[piece])
-            elif piece:
-                if self.normalization:
-                    piece = unicodedata.normalize(self.normalization, piece)
-                ids.extend(self.encoding.encode_ordinary(piece))
-        return ids
 
-    def decode(self, ids) -> str:
-        """Ids -> text: the tokens' bytes joined, then UTF-8 with errors="replace" (as HF)."""
+def _pattern_and_normalization(data: dict, where: str) -> tuple[str, str | None]:
+    norm, pre = data.get("normalizer"), data.get("pre_tokenizer") or {}
+    if not isinstance(norm, (dict, type(None))) or not isinstance(pre, dict):
+        raise RfprmError(f"{where}: normalizer and pre_tokenizer must be JSON objects")
+    norms = ([] if norm is None else
+             norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm])
+    if len(norms) > 1 or any(n.get("type") not in NORMALIZATIONS for n in norms):
+        raise RfprmError(f"{where}: normalizer {json.dumps(norm)[:80]} is not supported; "
+                         f"expected one of {NORMALIZATIONS} or none")
+    normalization = norms[0]["type"] if norms else None
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    steps = [x for x in steps if isinstance(x, dict)] if isinstance(steps, list) else []
+    byte_level = steps[-1] if steps and steps[-1].get("type") == "ByteLevel" else {}
+    use_regex = byte_level.get("use_regex", True)  # HF's default
+    split = steps[0] if len(steps) == 2 else None
+    if byte_level and not byte_level.get("add_prefix_space", False):
+        if len(steps) == 1 and use_regex:
+            return GPT2_PATTERN, normalization  # plain GPT-2 style byte-level file
+        if split is not None and split.get("type") == "Split" and not use_regex \
+                and isinstance(split.get("pattern"), dict) and "Regex" in split["pattern"] \
+                and split.get("behavior") == "Isolated" and not split.get("invert", False):
+            return split["pattern"]["Regex"], normalization
+    raise RfprmError(f"{where}: pre_tokenizer {json.dumps(pre)[:100]} is not supported; expected "
+                     "Split(Regex, Isolated) + ByteLevel(use_regex=false, add_prefix_space=false)")
+
+
+def _load_tokenizer_json(path: Path, directory: Path) -> Tokenizer:
+    where = str(path)
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise RfprmError(f"{where}: no 'model' object; expected an HF tokenizer.json")
+    model = data["model"]
+    if model.get("type", "BPE") != "BPE":
+        raise RfprmError(f"{where}: model type {model.get('type')!r}; expected byte-level BPE")
+    specials, non_special = _added_tokens(data.get("added_tokens") or [], where)
+    extra = _config_added_tokens(directory)
+    if extra is not None:  # tokenizer.json wins on the "special" flag of tokens in both files
+        non_special |= {t for t in extra[1] if t not in specials}
+        _merge_specials(specials, extra[0], str(directory / "tokenizer_config.json"))
+    pattern, normalization = _pattern_and_normalization(data, where)
+    ranks = _ranks_from_vocab(model.get("vocab"), model.get("merges"), specials, where)
+    return Tokenizer(ranks, specials, pattern, normalization, frozenset(non_special),
+                     _chat_template(directory), where)
+
+
+def _load_vocab_merges(directory: Path) -> Tokenizer:
+    vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
+    vocab = _read_json(vocab_path)
+    try:
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RfprmError(f"{merges_path}: cannot read ({e})") from None
+    merges = [ln for ln in lines if ln and not ln.startswith("#version")]
+    specials, non_special = _config_added_tokens(directory) or ({}, set())
+    ranks = _ranks_from_vocab(vocab, merges, specials, f"{vocab_path} + {merges_path.name}")
+    return Tokenizer(ranks, specials, QWEN2_PATTERN, "NFC", frozenset(non_special),
+                     _chat_template(directory), str(vocab_path))
+
+
+def _load_tiktoken_file(path: Path, directory: Path) -> Tokenizer:
+    ranks: dict[bytes, int] = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise RfprmError(f"{path}: cannot read ({e.strerror})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            ids = [int(i) for i in ids]
-        except (TypeError, ValueError):
-            raise RfprmError(f"decode: expected a sequence of integer ids, got {ids!r:.80}") from None
-        try:
-            return self.encoding.decode(ids, errors="replace")
-        except (KeyError, OverflowError, ValueError):
-            bad = next(i for i in ids if not self._is_id(i))
-            raise RfprmError(f"decode: token id {bad} is not in the vocabulary "
-                             f"(ids 0..{self.vocab_size - 1})") from None
-
-    def _is_id(self, i: int) -> bool:
-        try:
-            self.encoding.decode_single_token_bytes(i)
-            return True
-        except (KeyError, OverflowError, ValueError):
-            return False
-
-    def render_chat(self, messages, add_generation_prompt: bool = False,
-                    default_system: str | None = None) -> str:
-        """ChatML text as Qwen2.5's chat template renders these messages.
-
-        Qwen2.5's template injects a system message when the first message is not one ("You are
-        Qwen, created by Alibaba Cloud. You are a helpful assistant." for the Instruct models).
-        We inject nothing unless `default_system` is given, so the ids follow the messages alone.
-        """
-        if IM_START not in self.special_tokens or IM_END not in self.special_tokens:
-            raise RfprmError("chat: this tokenizer has no <|im_start|>/<|im_end|> tokens; "
-                             "expected a ChatML (Qwen) vocabulary")
-        if not isinstance(messages, (list, tuple)):
-            raise RfprmError(f"chat: messages must be a list of dicts, got {type(messages).__name__}")
-        for n, m in enumerate(messages):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise RfprmError(f"chat: message {n} must be a dict with 'role' and 'content', "
-                                 f"got {m!r:.80}")
-            if m["role"] not in CHAT_ROLES:
-                raise RfprmError(f"chat: message {n} has role {m['role']!r}; expected one of "
-                                 + "/".join(CHAT_ROLES))
-            if not isinstance(m["content"], str):
-                raise RfprmError(f"chat: message {n} content must be a str, "
-                                 f"got {type(m['content']).__name__}")
-        if default_system is not None and (not messages or messages[0]["role"] != "system"):
-            messages = [{"role": "system", "content": default_system}, *messages]
-        text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
-        return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
-
-    def chat(self, messages, add_generation_prompt: bool = False,
-             default_system: str | None = None) -> list[int]:
-        """Ids of `render_chat(...)`."""
-        return self.encode(self.render_chat(messages, add_generation_prompt, default_system))
-
-    def merges(self) -> list[tuple[bytes, bytes]]:
-        """HF's merge list rebuilt from the ranks: each token's pair under tiktoken's rule."""
-        out = []
-        for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1]):
-            if len(token) > 1:
-                parts = _merge_of(self.mergeable_ranks, token)
-                if len(parts) != 2:
-                    raise RfprmError(f"cannot save: token {token!r} (id {rank}) is never formed by "
-                                     "merging, so HF's BPE cannot express this vocabulary")
-                out.append((parts[0], parts[1]))
-        return out
-
-    def save(self, directory) -> None:
-        """Write tokenizer.json + tokenizer_config.json that HF `tokenizers`/`transformers` load.
-
-        The config names `<|endoftext|>` as eos and pad (what `eos_id`/`pad_id` mean here) and
-        keeps the checkpoint's chat template, or writes the plain ChatML one `chat()` renders."""
-        directory = Path(directory)
-        added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                  "normalized": False, "special": t not in self.non_special}
-                 for t, i in self.special_tokens.items()]
-        by_rank = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
-        vocab = {_bytes_to_unicode_str(t): r for t, r in by_rank}
-        # HF gives added tokens that are not in the model vocab the next free ids in file order,
-        # whatever their "id" says. Specials with other ids (a gap, or ids among the ranks) keep
-        # theirs only when they sit in the model vocab too, so put them there in that case.
-        n = len(by_rank)
-        if [r for _, r in by_rank] != list(range(n)) or \
-                list(self.special_tokens.values()) != list(range(n, n + len(self.special_tokens))):
-            vocab.update(self.special_tokens)
-        # "a b" strings: a byte-level token never contains a space (a space is written "Ġ")
-        merges = [f"{_bytes_to_unicode_str(a)} {_bytes_to_unicode_str(b)}" for a, b in self.merges()]
-        byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
-                      "use_regex": False}
-        split = {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated",
-                 "invert": False}
-        data = {
-            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-            "normalizer": {"type": self.normalization} if self.normalization else None,
-            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [split, byte_level]},
-            "post_processor": None, "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                      "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
-                      "byte_fallback": False, "ignore_merges": False, "vocab": vocab, "merges": merges},
-        }
-        has_chatml = IM_START in self.special_tokens and IM_END in self.special_tokens
-        eos = ENDOFTEXT if self.eos_id is not None else None
-        config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "added_tokens_decoder": {str(a["id"]): {k: v for k, v in a.items() if k != "id"}
-                                     for a in added},
-            "bos_token": None, "unk_token": None, "eos_token": eos, "pad_token": eos,
-            "clean_up_tokenization_spaces": False, "errors": "replace", "split_special_tokens": False,
-            "model_max_length": 131072,
-            "chat_template": self.chat_template or (CHATML_TEMPLATE if has_chatml else None),
-        }
-        for name, obj in (("tokenizer.json", data), ("tokenizer_config.json", config)):
-            with atomic_file(directory / name) as f:
-                json.dump(obj, f, ensure_ascii=False, indent=1)
-                f.write("\n")
+            token_b64, rank = line.split()
+            token, rank = base64.b64decode(token_b64, validate=True), int(rank)
+        except (ValueError, binascii.Error):
+            raise RfprmError(f"{path}:{n}: expected '<base64 token> <rank>', "
+                             f"got {line[:60]!r}") from None
+        if token in ranks:
+            raise RfprmError(f"{path}:{n}: token {token!r} appears twice")
+        ranks[token] = rank
+    if not ranks:
+        raise RfprmError(f"{path}: no tokens; expected '<base64 token> <rank>' lines")
+    config = _config_added_tokens(directory)
+    if config is not None:
+        specials, non_special = config
+    else:
+        first = max(ranks.values()) + 1
+        specials, non_special = {t: first + k for k, t in enumerate(QWEN_TIKTOKEN_SPECIALS)}, set()
+    return Tokenizer(ranks, specials, QWEN2_PATTERN, "NFC", frozenset(non_special),
+                     _chat_template(directory), str(path))
 
 
-# The loaders live in tokenizer_files.py; importing them here keeps `rfprm.tokenizer.load_tokenizer`.
-from .tokenizer_files import check_vocab_fits, has_tokenizer, load_tokenizer  # noqa: E402,F401
+def _chat_template(directory: Path) -> str | None:
+    path = directory / "tokenizer_config.json"
+    template = _read_json(path).get("chat_template") if path.is_file() else None
+    return template if isinstance(template, str) else None
+
+
+def has_tokenizer(directory: Path) -> bool:
+    """Whether a checkpoint directory holds any tokenizer file load_tokenizer reads."""
+    return ((directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()
+            or any(directory.glob("*.tiktoken")))
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """A checkpoint directory, a shipped name ('tiny-policy') or the tokenizer file itself -> Tokenizer.
+
+    Looks for tokenizer.json, then vocab.json + merges.txt, then one *.tiktoken file."""
+    path = resolve_path(path)
+    if path.is_file():
+        if path.suffix == ".tiktoken":
+            return _load_tiktoken_file(path, path.parent)
+        if path.suffix == ".json":
+            return _load_tokenizer_json(path, path.parent)
+        raise RfprmError(f"{path}: not a tokenizer file; expected a directory, a tokenizer.json "
+                         "or a *.tiktoken file")
+    if (path / "tokenizer.json").is_file():
+        return _load_tokenizer_json(path / "tokenizer.json", path)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        return _load_vocab_merges(path)
+    tiktoken_files = sorted(path.glob("*.tiktoken"))
+    if len(tiktoken_files) == 1:
+        return _load_tiktoken_file(tiktoken_files[0], path)
+    if len(tiktoken_files) > 1:
+        names = ", ".join(p.name for p in tiktoken_files)
+        raise RfprmError(f"{path}: several *.tiktoken files ({names}); expected one")
+    raise RfprmError(f"{path}: no tokenizer found; expected tokenizer.json, vocab.json + merges.txt, "
+                     "or a *.tiktoken file")
+
+
+def check_vocab_fits(tok: Tokenizer, embedding_rows: int, where: str) -> None:
+    """Raise unless every token id has a row in the embedding (extra rows are fine, as in Qwen)."""
+    if tok.vocab_size > embedding_rows:
+        raise RfprmError(f"{where}: tokenizer ids go up to {tok.vocab_size - 1} but the embedding has "
+                         f"{embedding_rows} rows: a vocabulary that does not match the embedding size")

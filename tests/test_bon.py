@@ -16,9 +16,10 @@ import rfprm
 from rfprm import world
 from rfprm.bon import (Candidate, Method, bon_curve, best_score_accuracy, default_methods,
                        format_table, make_candidates, pass_at_n, pick_accuracy, pick_best, pick_majority,
-                       score_candidates, score_traces, split_completion, subset_accuracy)
+                       score_candidates, score_traces, subset_accuracy)
 from rfprm.errors import RfprmError, cli_main
 from rfprm.model import Qwen2ForCausalLM, init_weights
+from rfprm.steps import split_completion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,7 +275,9 @@ def _expect_exit_2(argv, capsys, outputs):
     (["--samples", "4", "--n-list", "1,8"], "more than --samples"),
     (["--samples", "0"], "--samples must be >= 1"),
     (["--n-list", "1,x"], "comma-separated"),
-    (["--top-p", "0"], "--top-p"),
+    (["--set", "top_p=0"], "top_p must be in (0, 1]"),
+    (["--set", "draws=0"], "draws must be >= 1"),
+    (["--set", "bogus=1"], "--set bogus=1: expected FIELD=VALUE"),
     (["--alpha-sweep", "0,lots"], "--alpha-sweep: 'lots' is not a number"),
 ])
 def test_bad_flags(flags, message, tmp_path, capsys):

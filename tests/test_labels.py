@@ -17,10 +17,10 @@ from rfprm.config import preset
 from rfprm.encoders import CachedEncoder, ModelEncoder, NgramEncoder
 from rfprm.errors import RfprmError
 from rfprm.labels import (LLMJudge, alignment_scores, coherence_scores, draw_negatives, fuse,
-                          label_records, policy_rollout, quality_scores, trajectory_rewards,
-                          world_labeller)
+                          label_records, policy_rollout, quality_scores, trajectory_rewards)
 from rfprm.model import Qwen2ForCausalLM, init_weights
 from rfprm.steps import split_steps
+from rfprm.world.task import world_labeller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +74,7 @@ def test_quality_is_the_judge(traces, labelled):
         steps = split_steps(r["trajectory"])
         expected = [world.judge_step(r["problem"], steps[:t], s) for t, s in enumerate(steps)]
         assert r["label_parts"]["quality"] == expected
-        assert quality_scores(r["problem"], steps, r["response"]) == expected
+        assert quality_scores(r["problem"], steps, r["response"], world.judge_step) == expected
     calls = []
 
     def judge(problem, previous, step):

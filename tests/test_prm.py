@@ -181,7 +181,13 @@ def test_rfprm_round_trip_and_transformers_reads_backbone(tmp_path, tok, traces)
                                 "response_as_step": False}
     again = load_prm(tmp_path / "mine")
     assert (again.layout, again.threshold, again.alpha) == ("rfprm", 0.37, 0.8)
-    assert "lm_head" not in " ".join(rfprm.checkpoint.tensor_names(tmp_path / "mine"))
+    names = rfprm.checkpoint.tensor_names(tmp_path / "mine")
+    assert "lm_head" not in " ".join(names)
+    # HF's head names on disk (score.0.*, score.2.*); in Python the head is step_head, and
+    # score() stays the scoring method
+    assert {"score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"} <= names
+    assert not any(n.startswith("step_head") for n in names) and callable(again.score)
+    assert torch.equal(again.step_head[2].weight, prm.step_head[2].weight)
     after = again.score_batch(traces)
     ex = again.examples(traces[:1])[0]                 # the read-outs, against the per-token forward
     with torch.no_grad():
@@ -350,5 +356,6 @@ def test_compiled_backbone_agrees_with_eager(tok, traces):
         assert torch.allclose(l1, l2, atol=1e-5) and torch.allclose(g1, g2, atol=1e-5, rtol=1e-4)
     from torch._dynamo.utils import counters
     assert counters["stats"]["unique_graphs"] > 0   # it compiled, not a silent eager fallback
+    assert torch._dynamo.config.suppress_errors is False   # nothing switched off for everyone else
     prm.compile_backbone(False)
-    assert prm.model._compiled_call_impl is None
+    assert "forward" not in vars(prm.model)          # the class's eager forward again

@@ -37,7 +37,7 @@ def test_bad_flags_exit_cleanly(tmp_path):
 
 def test_check_examples_target_only_the_verdicts():
     from rfprm.recipes import CHECK_REQUEST, check_example
-    from rfprm.sft import IGNORE
+    from rfprm.selection import IGNORE
     tok = rfprm.load_tokenizer("tiny-policy")
     record = {"problem": "Compute (8 + 1) * 8 - 3.",
               "trajectory": "First, 8 + 1 = 9.\n\nThen 9 * 8 = 70.\n\nThen 70 + 0 = 70."}

@@ -144,8 +144,8 @@ def run_script(*args, cwd=ROOT):
 
 def test_quick_end_to_end(ckpts, tmp_path):
     out, js = tmp_path / "top.jsonl", tmp_path / "res" / "table.json"
-    res = run_script("--quick", "--sft", "--prm", str(ckpts / "prm"), "--base", str(ckpts / "base"),
-                     "--out", str(out), "--json", str(js), "--max-new-tokens", "24",
+    res = run_script("--quick", "--sft", "--prm", str(ckpts / "prm"), "--model", str(ckpts / "base"),
+                     "--out", str(out), "--json", str(js), "--set", "max_new_tokens=24",
                      "--alpha-sweep", "0.5,1.0")
     assert res.returncode == 0, res.stderr[-2000:]
     top = [json.loads(line) for line in out.read_text().splitlines()]
@@ -197,12 +197,22 @@ def test_default_alpha_is_the_papers_not_the_prms(ckpts, tmp_path):
     assert s["prm_total"] == pytest.approx(sum(s["prm_steps"]) / len(s["prm_steps"]) + s["prm_trajectory"])
 
 
+@pytest.mark.parametrize("flag", ["--model", "--base"])
+def test_model_without_sft_says_what_to_do(ckpts, tmp_path, flag):
+    """The base model trains the students only: given without --sft it is an error, not ignored."""
+    out = tmp_path / "top.jsonl"
+    res = run_script(flag, str(ckpts / "base"), "--prm", str(ckpts / "prm"), "--out", str(out))
+    assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
+    assert "used only with --sft" in res.stderr and "add --sft" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize("case", ["empty", "k_too_big", "unwritable", "bad_sweep", "outcome_no_answer"])
 def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in world.make_traces(5, 1)))
     out = tmp_path / "top.jsonl"
-    args = ["--prm", str(ckpts / "prm"), "--base", str(ckpts / "base"), "--out", str(out)]
+    args = ["--prm", str(ckpts / "prm"), "--out", str(out)]
     if case == "empty":
         pool.write_text("\n")
         args += ["--data", str(pool), "--k", "1"]
@@ -213,11 +223,11 @@ def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
         out = tmp_path / "afile" / "top.jsonl"
         args += ["--data", str(pool), "--k", "2", "--out", str(out)]
     elif case == "bad_sweep":
-        args += ["--data", str(pool), "--k", "2", "--sft", "--alpha-sweep", "0.5,lots"]
+        args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base"), "--alpha-sweep", "0.5,lots"]
     else:
         pool.write_text("".join(json.dumps({k: r[k] for k in ("problem", "trajectory", "response")}) + "\n"
                                 for r in world.make_traces(5, 1)))
-        args += ["--data", str(pool), "--k", "2", "--sft"]
+        args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base")]
     if case in ("empty", "k_too_big"):   # through the real command line once each
         res = run_script(*args)
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr

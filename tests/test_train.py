@@ -5,7 +5,7 @@ import torch
 from rfprm.config import preset
 from rfprm.errors import RfprmError
 from rfprm.model import Qwen2ForCausalLM, init_weights
-from rfprm.sft import IGNORE, lm_loss, make_batches, train_sft
+from rfprm.selection import IGNORE, lm_loss, make_batches, train_sft
 from rfprm.trainer import TrainConfig, lr_at, train
 
 

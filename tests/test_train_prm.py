@@ -67,12 +67,12 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     main = prm.state_dict()
     assert not (work / "run_1" / "stage1").exists()
     for other in (ablation, main):
-        assert all(torch.equal(first[k], other[k]) for k in first if not k.startswith("score."))
-        assert not torch.equal(first["score.2.weight"], other["score.2.weight"])
-    assert not torch.equal(ablation["score.2.weight"], main["score.2.weight"])
+        assert all(torch.equal(first[k], other[k]) for k in first if not k.startswith("step_head."))
+        assert not torch.equal(first["step_head.2.weight"], other["step_head.2.weight"])
+    assert not torch.equal(ablation["step_head.2.weight"], main["step_head.2.weight"])
     # --resume of a finished run trains nothing again and ends with the same PRM
     res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
-                          "--out", str(out), "--work", str(work), "--resume", "--eval-every", "0",
+                          "--out", str(out), "--work", str(work), "--resume", "--set", "eval_every=0",
                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     again = rfprm.load_prm(out).state_dict()
@@ -83,17 +83,17 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     """first_stage_records swaps in the judge's verdicts; with --first-stage-targets fused (the
     recipe of the shipped tiny-prm) the step-only ablation *is* the reasonflux first stage, and
     a full second stage moves the backbone too."""
-    import train_prm
+    from rfprm.prm_recipe import first_stage_records
     labelled = [{"step_rewards": [0.7, 0.3], "label_parts": {"quality": [1.0, 0.0]}, "x": 1}]
-    assert train_prm.first_stage_records(labelled, "quality")[0]["step_rewards"] == [1.0, 0.0]
-    assert train_prm.first_stage_records(labelled, "fused") is labelled
-    with pytest.raises(train_prm.RfprmError, match="label_parts.quality"):
-        train_prm.first_stage_records([{"step_rewards": [0.7]}], "quality")
+    assert first_stage_records(labelled, "quality")[0]["step_rewards"] == [1.0, 0.0]
+    assert first_stage_records(labelled, "fused") is labelled
+    with pytest.raises(rfprm.RfprmError, match="label_parts.quality"):
+        first_stage_records([{"step_rewards": [0.7]}], "quality")
     out, work = tmp_path / "prm", tmp_path / "work"
     res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
-                          "--out", str(out), "--work", str(work), "--first-stage-targets", "fused",
-                          "--no-second-stage-head-only", "--variants", "reasonflux,step-only",
-                          "--eval-every", "0", "--threads", "1"],
+                          "--out", str(out), "--work", str(work), "--set", "first_stage_targets=fused",
+                          "--set", "second_stage_head_only=false", "--variants", "reasonflux,step-only",
+                          "--set", "eval_every=0", "--threads", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "stage 1 (step loss" in res.stderr
@@ -102,30 +102,34 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     main = rfprm.load_prm(out).state_dict()
     assert all(torch.equal(first[k], ablation[k]) for k in first)
     name = "model.layers.0.mlp.up_proj.weight"
-    assert not torch.equal(first[name], main[name]) and not torch.equal(first["score.2.weight"], main["score.2.weight"])
+    assert not torch.equal(first[name], main[name]) and not torch.equal(first["step_head.2.weight"], main["step_head.2.weight"])
 
 
 @pytest.mark.parametrize("flags,match", [
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--set", "steps=0"], "steps must be >= 1"),
     (["--seed", "-1"], "--seed"),
     (["--model", "/nonexistent"], "no such directory"),
     (["--resume"], "--resume needs"),
     (["--variants", "reasonflux,bogus"], "--variants"),
-    (["--rollout-traces", "-2"], "--rollout-traces"),
-    (["--eval-every", "-1"], "--eval-every"),
+    (["--set", "rollout_traces=-2"], "rollout_traces"),
+    (["--set", "eval_every=-1"], "eval_every"),
     (["--init-prm", "/nonexistent"], "no such directory"),
-    (["--second-stage-steps", "-1"], "--second-stage-steps must be >= 0"),
-    (["--second-stage-lr", "0"], "--second-stage-lr must be > 0"),
-    (["--first-stage-targets", "quality", "--second-stage-steps", "0"], "needs --second-stage-steps"),
-    (["--prm-layers", "-1"], "--prm-layers must be >= 0"),
-    (["--prm-layers", "99"], "--prm-layers must be between 1 and the model's"),
-    (["--policy-problems", "-1"], "--policy-problems must be >= 0"),
-    (["--policy-problems", "5", "--policy-samples", "0"], "--policy-samples must be >= 1"),
-    (["--policy-problems", "5", "--data", "x.jsonl"], "built-in world only"),
-    (["--policy-problems", "5", "--policy-repeat", "0"], "--policy-repeat must be >= 1"),
-    (["--policy-repeat", "2"], "it needs --policy-problems"),
-    (["--marker-aux", "-1"], "--marker-aux must be >= 0"),
-    (["--alpha", "inf"], "--alpha must be a finite number"),
+    (["--set", "second_stage_steps=-1"], "second_stage_steps must be >= 0"),
+    (["--set", "second_stage_lr=0"], "second_stage_lr must be > 0"),
+    (["--set", "first_stage_targets=quality,second_stage_steps=0"], "needs second_stage_steps"),
+    (["--set", "prm_layers=-1"], "prm_layers must be >= 0"),
+    (["--set", "prm_layers=99"], "prm_layers must be between 1 and the model's"),
+    (["--set", "policy_problems=-1"], "policy_problems must be >= 0"),
+    (["--set", "policy_problems=5,policy_samples=0"], "policy_samples must be >= 1"),
+    (["--set", "policy_problems=5", "--data", "x.jsonl"], "built-in world only"),
+    (["--set", "policy_problems=5,policy_repeat=0"], "policy_repeat must be >= 1"),
+    (["--set", "policy_repeat=2"], "it needs policy_problems"),
+    (["--set", "marker_aux=-1"], "marker_aux must be >= 0"),
+    (["--set", "alpha=inf"], "alpha must be a finite number"),
+    (["--set", "layout=bogus"], "layout must be one of"),
+    (["--set", "steps=many"], "--set steps=many: expected int"),
+    (["--set", "nonsense=1"], "--set nonsense=1: expected FIELD=VALUE"),
+    (["--preset", "bogus"], "--preset"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
@@ -170,8 +174,8 @@ def test_bucketed_batches_are_pure_and_cover_each_group(quick_policy):
 
 def test_init_prm_starts_from_a_trained_prm(quick_policy, tmp_path):
     from rfprm import world
-    from rfprm.labels import world_labeller
     from rfprm.prm_train import PRMTrainSpec, train_prm_model
+    from rfprm.world.task import world_labeller
     lm, tok = rfprm.load_model(quick_policy), rfprm.load_tokenizer(quick_policy)
     recs = world_labeller(None)(world.make_traces(16, 0), progress=False)
     first = train_prm_model(lm, tok, recs, PRMTrainSpec(steps=3, batch_size=4, lr=1e-2, lm_aux=0, ckpt_every=0))
@@ -182,7 +186,7 @@ def test_init_prm_starts_from_a_trained_prm(quick_policy, tmp_path):
     fresh = train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lr=1e-12, lm_aux=0, ckpt_every=0))
     a, b, c = first.state_dict(), second.state_dict(), fresh.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    assert not torch.allclose(a["score.2.weight"], c["score.2.weight"])
+    assert not torch.allclose(a["step_head.2.weight"], c["step_head.2.weight"])
     with pytest.raises(rfprm.RfprmError, match="init-prm"):
         train_prm_model(lm, tok, recs, PRMTrainSpec(steps=1, batch_size=4, lm_aux=0, ckpt_every=0),
                         init_prm=quick_policy)
@@ -193,9 +197,9 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
     """--policy-problems: the policy's own parsed, distinct traces are labelled like the teacher
     traces and trained on (each --policy-repeat times), on problems none of the teacher splits
     or reserved ones use."""
-    import importlib
     import train_prm
-    generate = importlib.import_module("rfprm.generate")   # the module; rfprm.generate is the function
+    from rfprm import labels, prm_recipe
+    from rfprm.world.task import trace_splits
     calls = []
 
     def fake_complete(model, tok, prompts, num_samples=1, **options):   # sampling, then the rollouts
@@ -204,30 +208,31 @@ def test_policy_samples_join_the_training_pool(quick_policy, tmp_path, monkeypat
         other = "<think>\nFirst, 2 + 3 = 6.\n</think>\n\n2 + 3 gives 6, so the answer is \\boxed{6}"
         return ([good, good, other, "no trace here \\boxed{5}"] * len(prompts) * num_samples)[:len(prompts) * num_samples]
 
-    monkeypatch.setattr(generate, "chat_complete", fake_complete)
+    monkeypatch.setattr(labels, "chat_complete", fake_complete)   # the policy's samples and the rollouts
     pools = []
-    real_train = train_prm.train_prm_model
+    real_train = prm_recipe.train_prm_model
 
     def spy_train(lm, tok, records, *a, **k):
         pools.append(records)
         return real_train(lm, tok, records, *a, **k)
 
-    monkeypatch.setattr(train_prm, "train_prm_model", spy_train)
+    monkeypatch.setattr(prm_recipe, "train_prm_model", spy_train)
     work = tmp_path / "work"
-    train_prm.main(["--quick", "--model", str(quick_policy), "--policy-problems", "3", "--policy-samples", "4",
-                    "--policy-repeat", str(repeat), "--marker-tokens", "all", "--alpha", "0.25",
-                    "--out", str(tmp_path / "prm"), "--work", str(work), "--eval-every", "0", "--threads", "1"])
+    train_prm.main(["--quick", "--model", str(quick_policy), "--set", "policy_problems=3,policy_samples=4",
+                    "--set", f"policy_repeat={repeat},marker_tokens=all,alpha=0.25",
+                    "--out", str(tmp_path / "prm"), "--work", str(work), "--set", "eval_every=0", "--threads", "1"])
     assert (3, 4) in calls                                 # 3 fresh problems, 4 samples each
     own = [json.loads(line) for line in (work / "labels_policy.jsonl").read_text().splitlines()]
     assert len(own) == 6                                   # 2 distinct parsed traces x 3 problems
     assert all(len(r["step_rewards"]) == 1 for r in own)
-    used = set(train_prm.world_splits(train_prm.parse_args(["--quick"]))[3])
+    quick = train_prm.parse_args(["--quick"]).recipe
+    used = set(trace_splits((quick.n_train, quick.n_val, quick.n_test), 0)[1])
     assert not {r["problem"] for r in own} & used
-    n_teacher = train_prm.parse_args(["--quick"]).n_train
+    n_teacher = quick.n_train
     assert pools and all(len(p) == n_teacher + repeat * len(own) for p in pools)
     own_texts = sorted(r["trajectory"] + r["problem"] for r in own)
     assert sorted(r["trajectory"] + r["problem"] for r in pools[0][n_teacher:]) == sorted(own_texts * repeat)
-    assert rfprm.load_prm(tmp_path / "prm").alpha == 0.25  # --alpha is stored with the PRM (bon.py's default)
+    assert rfprm.load_prm(tmp_path / "prm").alpha == 0.25  # alpha is stored with the PRM (bon.py's default)
 
 
 def test_keep_layers_cuts_the_backbone(quick_policy, tmp_path):
@@ -274,7 +279,7 @@ def test_late_verifier_note_only_for_a_world_run_under_80():
     world, quick, data = (train_prm.parse_args(a) for a in ([], ["--quick"], ["--data", "x.jsonl"]))
     low = {"reasonflux": {"f1": 75.7}, "outcome": {"f1": 20.0}}
     note = train_prm.late_verifier_note(world, low)
-    assert note.startswith("note: held-out F1 75.7 is under 80") and "--steps" in note
+    assert note.startswith("note: held-out F1 75.7 is under 80") and "--set steps=N" in note
     assert train_prm.late_verifier_note(world, {"reasonflux": {"f1": 85.3}}) is None
     assert train_prm.late_verifier_note(world, {"step-only": {"f1": 50.0}}) is None
     assert train_prm.late_verifier_note(quick, low) is None and train_prm.late_verifier_note(data, low) is None
@@ -345,5 +350,5 @@ def test_marker_aux_needs_a_target_function_and_tied_embeddings(quick_policy):
     with pytest.raises(RfprmError, match="marker_target"):
         train_prm_model(lm, tok, recs, spec)
     lm.cfg = lm.cfg.replace(tie_word_embeddings=False)
-    with pytest.raises(RfprmError, match="--marker-aux needs a model with tied embeddings"):
+    with pytest.raises(RfprmError, match="marker_aux needs a model with tied embeddings"):
         train_prm_model(lm, tok, recs, spec, marker_target=lambda step: "10")

@@ -1,0 +1,242 @@
+"""The whole PRM training recipe: named presets, two stages, and the baselines trained alike.
+
+`rfprm.prm_train` trains one PRM for one stage (`PRMTrainSpec`); this module says which stages
+a run trains and with what, as train_prm.py runs it:
+
+    recipe = PRESETS["world"]                        # or "data", "chain-start"; a plain dataclass
+    results, prm = train_variants(lm, tok, labelled, recipe, ["reasonflux", "outcome"], work, ...)
+
+- The method's loss is λ_step · step MSE + λ_final · trajectory MSE (arXiv 2506.18896, the PRM
+  training objective). A tiny PRM sits at the label variance for a long while before it learns
+  to verify, so the recipe trains in two stages: (1) the step loss alone (λ_final = 0) for
+  `steps`, on the quality judge's verdicts (`first_stage_targets="quality"`: 1 sound, 0.4 no
+  progress, 0 wrong, one of the three parts the fused step reward is made of) and with the
+  marker auxiliary (`rfprm.prm_train`); (2) the full loss on the fused step rewards for
+  `second_stage_steps` at `second_stage_lr`, the step head alone when `second_stage_head_only`.
+  `second_stage_steps = 0` is one stage with the full loss on the fused rewards throughout.
+- Variants share the budget and the traces: `reasonflux` (the method), `step-only` (λ_final = 0
+  in every stage: the ablation of the trajectory term) and `outcome` (every target is the final
+  answer's 0/1 correctness: outcome supervision spread over the steps). The first stage is
+  trained once and shared; with fused first-stage targets it *is* the step-only ablation.
+- `prm_layers` keeps the first N decoder layers of the start model (0 = all): on the built-in
+  world 4 of tiny-policy's 6 learn as fast per step at two thirds of the cost.
+- Every stage saves its state under the work directory, so a run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .errors import RfprmError
+from .prm import load_prm
+from .prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
+
+VARIANTS = ("reasonflux", "step-only", "outcome")
+
+
+@dataclass
+class PRMRecipe:
+    # the built-in world's traces (train_prm.py without --data)
+    n_train: int = 20000          # training traces
+    n_val: int = 200              # validation traces: the threshold
+    n_test: int = 400             # held-out test traces
+    policy_problems: int = 0      # also label the policy's own samples on this many fresh problems
+    policy_samples: int = 8       # samples per problem for policy_problems (distinct traces kept)
+    policy_repeat: int = 1        # each policy trace this many times in the training pool
+    # labels
+    rollouts: int = 4             # template-guided answers per trace for the trajectory reward
+    rollout_traces: int = 1000    # trajectory reward for this many training traces only (-1: all)
+    # the PRM
+    prm_layers: int = 0           # keep the first N decoder layers of --model (0: all; --init-prm: its depth)
+    layout: str = "rfprm"         # PRM input layout: "rfprm" (response first) or "qwen"
+    alpha: float = 1.0            # stored with the PRM: total = mean step + alpha * trajectory (bon.py's α)
+    # stage 1: the step loss alone
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    bucket: int = 8               # batches drawn together and sorted by length (1: plain random batches)
+    lambda_step: float = 1.0
+    first_stage_targets: str | None = None  # "quality" | "fused"; None: quality when the labels carry it
+    lm_aux: float = 0.5           # auxiliary LM loss on sound traces (0: off)
+    marker_aux: float = 0.0       # marker auxiliary of stage 1 (needs the task's step_result; 0: off)
+    marker_tokens: str = "last"   # the marker names the result's "last" token or "all" of them
+    # stage 2: the full loss
+    second_stage_steps: int = 300  # 0: one stage with the full loss throughout
+    second_stage_lr: float = 2e-4
+    second_stage_head_only: bool = True  # train the step head alone, the backbone frozen
+    lambda_final: float = 0.25    # weight of the trajectory term
+    # running
+    eval_every: int = 500         # held-out F1 / AUC every this many steps (0: at the end only)
+    compile: bool = True          # the backbone under torch.compile (eager where it cannot compile)
+    fp32: bool = False            # on CUDA, float32 instead of bf16 autocast
+
+
+PRESETS = {
+    "world": PRMRecipe(prm_layers=4, marker_aux=0.5),     # tiny-policy on the built-in world, ~10 min on 2 cores
+    "data": PRMRecipe(),                                   # --data: every layer, no marker auxiliary
+    # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
+    "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
+                             second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
+                             rollout_traces=2000),
+}
+
+
+def check_recipe(r: PRMRecipe) -> PRMRecipe:
+    """Every field checked (one line naming the field); fills first_stage_targets for one stage."""
+    for name in ("n_train", "n_val", "n_test", "rollouts", "steps", "batch_size", "bucket", "policy_samples",
+                 "policy_repeat"):
+        if getattr(r, name) < 1:
+            raise RfprmError(f"{name} must be >= 1, got {getattr(r, name)}")
+    for name in ("second_stage_steps", "policy_problems", "eval_every", "prm_layers", "marker_aux"):
+        if getattr(r, name) < 0:
+            raise RfprmError(f"{name} must be >= 0, got {getattr(r, name)}")
+    for name in ("lr", "second_stage_lr"):
+        if not getattr(r, name) > 0:
+            raise RfprmError(f"{name} must be > 0, got {getattr(r, name)}")
+    if not math.isfinite(r.alpha):
+        raise RfprmError(f"alpha must be a finite number, got {r.alpha}")
+    if r.rollout_traces < -1:
+        raise RfprmError(f"rollout_traces must be >= 0 (or -1 for all), got {r.rollout_traces}")
+    if r.policy_repeat != 1 and not r.policy_problems:
+        raise RfprmError("policy_repeat weights the policy's own traces: it needs policy_problems >= 1")
+    for name, allowed in (("first_stage_targets", (None, "fused", "quality")), ("marker_tokens", ("last", "all")),
+                          ("layout", ("rfprm", "qwen"))):
+        if getattr(r, name) not in allowed:
+            raise RfprmError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(r, name)!r}")
+    if r.first_stage_targets == "quality" and not r.second_stage_steps:
+        raise RfprmError("first_stage_targets=quality is a first stage: it needs second_stage_steps >= 1 "
+                         "(the second trains on the fused step rewards)")
+    if r.first_stage_targets is None and not r.second_stage_steps:
+        r = replace(r, first_stage_targets="fused")   # a one-stage run trains on the method's fused rewards
+    return r
+
+
+def quick(r: PRMRecipe) -> PRMRecipe:
+    """The one-minute version the tests run: a few traces and steps, no compiling."""
+    return replace(r, n_train=48, n_val=24, n_test=24, rollouts=2, steps=8, batch_size=16, rollout_traces=-1,
+                   second_stage_steps=min(r.second_stage_steps, 4), policy_problems=min(r.policy_problems, 8),
+                   compile=False)
+
+
+def parse_variants(text: str) -> list[str]:
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants) or len(set(variants)) != len(variants):
+        raise RfprmError(f"--variants: expected distinct names from {', '.join(VARIANTS)}; "
+                         f"got {','.join(variants) or 'nothing'}")
+    return variants
+
+
+# ----------------------------------------------------------------------------- stages
+
+def first_stage_records(records: list[dict], targets: str) -> list[dict]:
+    """The first stage's training records. targets="quality": each step's target is the quality
+    judge's verdict (labels.py keeps the three parts as label_parts); the verdicts separate a
+    wrong step from a sound one by 1 instead of ~0.4, and a tiny PRM learns to verify from them
+    in about a third of the steps. "fused": the records as they are."""
+    if targets == "fused":
+        return records
+    out = []
+    for i, r in enumerate(records):
+        quality = (r.get("label_parts") or {}).get("quality")
+        if quality is None or len(quality) != len(r["step_rewards"]):
+            raise RfprmError(f"first_stage_targets=quality: training record {i} has no label_parts.quality "
+                             f"with one verdict per step (labels written by rfprm have it); use "
+                             f"--set first_stage_targets=fused")
+        out.append({**r, "step_rewards": [float(q) for q in quality]})
+    return out
+
+
+def choose_first_stage_targets(recipe: PRMRecipe, labelled: list[dict]) -> PRMRecipe:
+    """first_stage_targets=None: the verdicts where every record carries them (rfprm's labels
+    do), else the fused rewards, said in one line."""
+    if recipe.first_stage_targets is not None:
+        return recipe
+    has = all(len((r.get("label_parts") or {}).get("quality") or ()) == len(r.get("step_rewards") or [None])
+              for r in labelled)
+    if not has:
+        print("first stage on the fused step rewards: not every training record carries the judge's "
+              "verdicts (label_parts.quality)")
+    return replace(recipe, first_stage_targets="quality" if has else "fused")
+
+
+def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: list[dict], spec: PRMTrainSpec,
+               is_correct) -> list[tuple[list[dict], PRMTrainSpec, bool]]:
+    """A variant's training stages: (records, spec, is it the shared first stage)."""
+    step_only = replace(spec, lambda_final=0.0)
+    marker = dict(marker_aux=r.marker_aux, marker_tokens=r.marker_tokens)   # stage 1's, never the outcome RM's
+    if variant == "outcome":
+        return [(outcome_targets(labelled, is_correct), spec, False)]
+    if not r.second_stage_steps:
+        return [(labelled, replace(spec if variant == "reasonflux" else step_only, **marker), False)]
+    # Two stages: the trajectory term delays the step head's late jump, so the first trains the
+    # step loss alone and the second adds it, from the first's weights at a lower lr.
+    first = (first_records, replace(step_only, **marker), True)
+    if variant == "step-only" and r.first_stage_targets == "fused":
+        return [first]                          # the reasonflux first stage is this ablation
+    final = spec if variant == "reasonflux" else step_only
+    return [first, (labelled, replace(final, steps=r.second_stage_steps, lr=r.second_stage_lr,
+                                      freeze_backbone=r.second_stage_head_only), False)]
+
+
+def progress_eval(every: int, val: list[dict], test: list[dict], name: str, steps: int):
+    """A training callback printing held-out F1 / AUC every `every` steps: a tiny PRM sits at
+    the label variance for a long while, then learns to verify quickly; this shows where it is."""
+    if not (every and val and test):
+        return None
+
+    def callback(step, prm):
+        if step % every == 0 and step < steps:
+            prm.eval()
+            res = evaluate_prm(prm, val, test)
+            prm.train()
+            tqdm.write(f"{name} step {step}: held-out F1 {res['f1']:.1f}, step AUC {res['auc']:.1f} "
+                       f"(threshold {res['threshold']:.3f})")
+    return callback
+
+
+def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[str], work: Path, *, out: Path,
+                   val: list[dict], test: list[dict], seed: int = 0, bf16: bool = False, resume: bool = False,
+                   init_prm=None, marker_target=None, is_correct=None):
+    """Train every variant on `labelled` from `lm` (its backbone, or `init_prm`'s weights), each
+    under work/run_i; choose each threshold on `val` and measure on `test` (when both are
+    given); save the first variant to `out`, the others to work/baseline_i.
+    -> ({variant: evaluation}, the first variant's PRM)."""
+    r = choose_first_stage_targets(r, labelled)
+    spec = PRMTrainSpec(steps=r.steps, batch_size=r.batch_size, lr=r.lr, seed=seed, lambda_step=r.lambda_step,
+                        lambda_final=r.lambda_final, lm_aux=r.lm_aux, bucket=r.bucket, bf16=bf16, compile=r.compile)
+    needs_first = r.second_stage_steps and set(variants) - {"outcome"}
+    first_records = first_stage_records(labelled, r.first_stage_targets) if needs_first else labelled
+    results, main_prm, shared = {}, None, None     # shared: the saved first stage, trained once
+    for i, name in enumerate(variants):
+        run_dir, plan = work / f"run_{i}", stage_plan(name, r, labelled, first_records, spec, is_correct)
+        prm, prm_dir = None, None                  # the current PRM, in memory or saved in prm_dir
+        for k, (records, s, is_first) in enumerate(plan):
+            saved = run_dir / "stage1"
+            if is_first and shared is None and resume and (saved / "config.json").exists():
+                shared = saved                     # the first stage finished before the interruption
+            if is_first and shared is not None:
+                prm, prm_dir = None, shared
+                continue
+            stage_dir = run_dir if k == 0 else run_dir / "stage2"
+            tag = name if len(plan) == 1 else f"{name} stage {k + 1}"
+            verdicts = r.first_stage_targets != "fused"
+            what = ("verdicts, step loss" if verdicts else "step loss") if is_first else "full loss"
+            prm = train_prm_model(lm, tok, hide_eval_fields(records), s, r.layout, out_dir=stage_dir,
+                                  resume=resume and (stage_dir / "train_state").exists(),
+                                  desc=tag if len(plan) == 1 else f"{tag} ({what})",
+                                  callback=progress_eval(r.eval_every, val, test, tag, s.steps),
+                                  init_prm=init_prm if k == 0 else prm_dir,
+                                  marker_target=marker_target if s.marker_aux else None)
+            if is_first:
+                prm.save(saved)
+                shared = prm_dir = saved
+        prm = prm if prm is not None else load_prm(prm_dir)
+        prm.alpha = r.alpha
+        if val and test:
+            results[name] = dict(evaluate_prm(prm, val, test), alpha=prm.alpha)   # also sets prm.threshold
+        prm.save(out if i == 0 else work / f"baseline_{i}")
+        main_prm = main_prm or prm
+    return results, main_prm

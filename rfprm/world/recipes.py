@@ -1,0 +1,239 @@
+"""Recipes that build the shipped tiny checkpoints of the built-in world, and the policy check.
+
+Run through the entry point `python -m rfprm.recipes` (rfprm/recipes.py); the library never
+imports this module (it is part of the world, a leaf beside the library).
+
+    python -m rfprm.recipes tiny-base              # tokenizer + base model (arithmetic, no traces)
+    python -m rfprm.recipes tiny-policy            # tiny-base fine-tuned on clean teacher traces
+    python -m rfprm.recipes eval-policy --n 500    # the numbers quoted in the README
+
+Notable choices:
+- The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
+  Qwen's split pattern (digits stay single tokens, which helps a tiny model add) and the same
+  special tokens rfprm uses for Qwen: `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<extra_0>`.
+- `tiny-base` stands in for an instruct model before distillation: it has learned the world's
+  arithmetic facts (`Compute 17 + 25.` -> `17 + 25 = 42, so the answer is \\boxed{42}`) and to
+  answer multi-step problems directly with a boxed number, but has never seen a thinking trace.
+- `tiny-policy` is tiny-base fine-tuned on traces of the *clean* teacher, so its own mistakes are
+  natural slips, not copied ones. A share of its prompts carry the problem's true plan
+  (`Plan: 7 + 5 then _ * 3`), so that template-guided rollouts (the PRM's trajectory-level
+  reward) can follow one.
+- Everything is seeded; each recipe writes to a temporary directory renamed into place.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from .. import world
+from ..bpe import train_bpe
+from ..checkpoint import load_model, save_model
+from ..config import preset
+from ..errors import RfprmError, SHIPPED_DIR, atomic_dir, atomic_file, resolve_path
+from ..generate import chat_complete
+from ..model import Qwen2ForCausalLM, init_weights
+from ..selection import IGNORE, chat_example, train_sft
+from ..tokenizer import load_tokenizer
+from ..trainer import TrainConfig
+from .task import EVAL_RESERVE, EVAL_SEED, MAX_NEW_TOKENS, eval_problems, held_out_texts  # noqa: F401 (re-exported)
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
+TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
+CHECK_SHARE = 0.0           # share of policy training examples that check steps (see check_example)
+
+
+def build_tokenizer(seed: int = 0):
+    return train_bpe(world.world_corpus(4000, seed), vocab_size=384, special_tokens=SPECIALS)
+
+
+def new_model(tok, seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    vocab = (tok.vocab_size + 63) // 64 * 64   # pad the embedding rows, as Qwen does
+    cfg = preset("tiny", vocab_size=vocab, eos_token_id=[tok.im_end_id, tok.eos_id])
+    model = Qwen2ForCausalLM(cfg)
+    init_weights(model)
+    return model
+
+
+def answer_line(op, boxed=True) -> str:
+    a, o, b, r = op
+    return f"{a} {o} {b} = {r}, so the answer is \\boxed{{{r}}}" if boxed else f"{a} {o} {b} = {r}"
+
+
+def base_examples(tok, n: int, seed: int):
+    """Arithmetic facts as one-step problems, and multi-step problems answered directly."""
+    rng = random.Random(seed)
+    problems = world.make_problems(n, seed, exclude=held_out_texts())
+    examples = []
+    for p in problems:
+        for op in p.ops:  # every step of every problem, asked on its own
+            examples.append(chat_example(tok, f"Compute {op.a} {op.op} {op.b}.", answer_line(op)))
+        if rng.random() < 0.5:
+            examples.append(chat_example(tok, world.problem_prompt(p.text), f"The answer is \\boxed{{{p.answer}}}"))
+    return examples
+
+
+def policy_examples(tok, n: int, seed: int, exclude=frozenset(), template_share: float = TEMPLATE_SHARE):
+    rng = random.Random(seed)
+    examples = []
+    for p in world.make_problems(n, seed, exclude=exclude):
+        trace = world.TEACHERS["clean"](p, rng)
+        prompt = world.problem_prompt(p.text)
+        if rng.random() < template_share:
+            prompt = world.template_prompt(p.text, world.problem_template(p))
+        examples.append(chat_example(tok, prompt, world.format_trace(trace.trajectory, trace.response)))
+    return examples
+
+
+CHECK_REQUEST = "Check each step."
+VERDICTS = {1.0: "right", 0.4: "useless", 0.2: "unclear", 0.0: "wrong"}   # the world judge's scores
+CHECK_MIX = {"clean": 0.25, "sloppy": 0.35, "wandering": 0.15, "misaligned": 0.05, "lucky": 0.20}
+
+
+def check_example(tok, record: dict) -> tuple[list[int], list[int], list[int]]:
+    """One step-checking example: the user gives a problem and asks for a check; the assistant
+    turn is the trace's thinking steps, each followed by the judge's verdict word. Only the
+    verdicts are targets -- the steps are context (some are wrong: the policy must not learn
+    to write them)."""
+    prompt = tok.chat([{"role": "user", "content": f"{record['problem']}\n{CHECK_REQUEST}"}],
+                      add_generation_prompt=True)
+    steps = world.split_steps(record["trajectory"])
+    verdicts = world.judge_steps(record["problem"], steps)
+    ids, labels = [], []
+    for t, (step, verdict) in enumerate(zip(steps, verdicts)):
+        context = tok.encode(("\n\n" if t else "") + step)
+        target = tok.encode(" " + VERDICTS[verdict])
+        ids += context + target
+        labels += [IGNORE] * len(context) + target
+    ids.append(tok.im_end_id)
+    labels.append(tok.im_end_id)
+    return prompt, ids, labels
+
+
+def check_examples(tok, n: int, seed: int, exclude=frozenset()):
+    """Step-checking examples on n mixed-teacher traces (CHECK_MIX), verdicts from world.judge_steps."""
+    return [check_example(tok, r) for r in world.make_traces(n, seed, mix=CHECK_MIX, exclude=exclude)]
+
+
+def _recipe_out(name: str, out: str | None) -> Path:
+    return Path(out) if out else SHIPPED_DIR / name
+
+
+def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
+    tok = build_tokenizer(seed)
+    model = new_model(tok, seed)
+    steps = 20 if quick else steps
+    examples = base_examples(tok, 200 if quick else 20000, seed)
+    cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    history = train_sft(model, examples, cfg, batch_size=16 if quick else 64, seed=seed, pad_id=tok.pad_id,
+                        desc="tiny-base")
+    return _save(model, tok, _recipe_out("tiny-base", out),
+                 f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}"), history
+
+
+def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False,
+                      template_share: float = TEMPLATE_SHARE, check_share: float = CHECK_SHARE):
+    for name, share in (("--template-share", template_share), ("--check-share", check_share)):
+        if not 0 <= share < 1:
+            raise RfprmError(f"{name} must be in [0, 1), got {share}")
+    base_dir = resolve_path(base)
+    tok = load_tokenizer(base_dir)
+    model = load_model(base_dir)
+    steps = 20 if quick else steps
+    n_solve = 200 if quick else 30000
+    examples = policy_examples(tok, n_solve, seed + 1, exclude=held_out_texts(),
+                               template_share=template_share)
+    if check_share > 0:
+        used = held_out_texts() | {p.text for p in world.make_problems(n_solve, seed + 1, exclude=held_out_texts())}
+        n_check = round(n_solve * check_share / (1 - check_share))
+        # seed + 100: a stream of problems unlike train_prm.py's splits (seeds 0, 1, 2, ...)
+        examples += check_examples(tok, n_check, seed + 100, exclude=used)
+    cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
+                        desc="tiny-policy")
+    return _save(model, tok, _recipe_out("tiny-policy", out),
+                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
+                 f"--template-share {template_share} --check-share {check_share}"), history
+
+
+def _save(model, tok, out: Path, command: str) -> Path:
+    with atomic_dir(out) as tmp:
+        save_model(model, tmp / "m")
+        for f in (tmp / "m").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "m").rmdir()
+        tok.save(tmp)
+        (tmp / "README.md").write_text(f"# {out.name}\n\nBuilt by `{command}` (rfprm/recipes.py).\n")
+    print(f"wrote {out}")
+    return out
+
+
+# ---- the policy check ----
+def evaluate_policy(model, tok, n=500, samples=16, seed=0) -> dict:
+    problems = eval_problems(n)
+    rng = random.Random(seed)
+    texts = [p.text for p in problems]
+
+    def accuracy(completions):
+        return sum(world.is_correct(c, p.answer) for c, p in zip(completions, problems)) / n
+
+    greedy = chat_complete(model, tok, [world.problem_prompt(t) for t in texts], max_new_tokens=MAX_NEW_TOKENS)
+    sampled = chat_complete(model, tok, [world.problem_prompt(t) for t in texts], temperature=1.0,
+                            num_samples=samples, seed=seed, max_new_tokens=MAX_NEW_TOKENS)
+    pass_at = sum(any(world.is_correct(c, p.answer) for c in sampled[i * samples:(i + 1) * samples])
+                  for i, p in enumerate(problems)) / n
+    right_plan = chat_complete(model, tok, [world.template_prompt(t, world.problem_template(p))
+                                            for t, p in zip(texts, problems)], max_new_tokens=MAX_NEW_TOKENS)
+    wrong_plan = chat_complete(model, tok, [world.template_prompt(t, world.wrong_template(p, rng))
+                                            for t, p in zip(texts, problems)], max_new_tokens=MAX_NEW_TOKENS)
+    return {
+        "problems": n,
+        "greedy_accuracy": accuracy(greedy),
+        "sample_accuracy_t1": sum(world.is_correct(c, problems[i // samples].answer) for i, c in enumerate(sampled)) / len(sampled),
+        f"pass@{samples}_t1": pass_at,
+        "parse_rate_t1": sum(world.parse_trace(c) is not None for c in sampled) / len(sampled),
+        "greedy_accuracy_true_plan": accuracy(right_plan),
+        "greedy_accuracy_wrong_plan": accuracy(wrong_plan),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m rfprm.recipes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["tiny-base", "tiny-policy", "eval-policy"])
+    ap.add_argument("--out", help="output directory (default: the shipped rfprm/checkpoints/NAME)")
+    ap.add_argument("--model", default="tiny-policy", help="eval-policy: model directory or shipped name")
+    ap.add_argument("--base", default="tiny-base", help="tiny-policy: the base to fine-tune")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=500, help="eval-policy: fresh problems")
+    ap.add_argument("--samples", type=int, default=16, help="eval-policy: samples per problem for pass@k")
+    ap.add_argument("--json", help="eval-policy: write the figures here")
+    ap.add_argument("--template-share", type=float, default=TEMPLATE_SHARE,
+                    help="tiny-policy: share of training prompts that carry the true plan")
+    ap.add_argument("--check-share", type=float, default=CHECK_SHARE,
+                    help="tiny-policy: share of training examples that check a trace's steps")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
+    args = ap.parse_args(argv)
+    if args.seed < 0 or args.steps < 1 or args.n < 1 or args.samples < 1:
+        raise RfprmError("--seed must be >= 0 and --steps, --n, --samples >= 1")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.what == "tiny-base":
+        build_tiny_base(args.out, args.seed, args.steps, args.quick)
+    elif args.what == "tiny-policy":
+        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick, args.template_share,
+                          args.check_share)
+    else:
+        path = resolve_path(args.model)
+        res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
+        for k, v in res.items():
+            print(f"{k:<28}{v:.3f}" if isinstance(v, float) else f"{k:<28}{v}")
+        if args.json:
+            with atomic_file(args.json) as f:
+                json.dump(res, f, indent=2)
