@@ -183,7 +183,8 @@ class Method:
 
 
 def default_methods(alpha: float, step_scores: bool = True, orm: bool = False) -> list[Method]:
-    """The rules of the issue, in table order. `step_scores=False` (a scalar-head PRM) drops
+    """The selection rules compared, in table order: random, majority, the outcome RM, the PRM
+    step aggregations (min, last, mean), the ReasonFlux total and the oracle. `step_scores=False` (a scalar-head PRM) drops
     the step aggregations; `orm` adds the outcome RM."""
     methods = [Method("random", random_score), Method("majority", select=pick_majority)]
     if orm:

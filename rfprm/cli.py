@@ -43,12 +43,19 @@ COMMON = {
 }
 
 
-def make_parser(doc: str, prog: str) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as an RfprmError (one line, exit 2 through cli_main)
+    instead of printing its usage block."""
+
+    def error(self, message: str):
+        raise RfprmError(f"{message} (see python {self.prog} --help)")
+
+
+def make_parser(doc: str, prog: str) -> Parser:
     """A parser whose description is the first paragraph of the script's docstring."""
     first = doc.strip().split("\n\n")[0]
     wide = lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=26, width=100)  # noqa: E731
-    return argparse.ArgumentParser(prog=prog, usage=f"python {prog} [flags]", description=first,
-                                   formatter_class=wide)
+    return Parser(prog=prog, usage=f"python {prog} [flags]", description=first, formatter_class=wide)
 
 
 def add_common(ap, *names: str, **helps: str):

@@ -15,15 +15,14 @@ Baselines trained the same way, on the same traces and budget:
 
 Notable choice: an optional auxiliary language-model loss (`lm_aux`, on the PRM input's tokens
 of traces whose every step the quality judge passed) keeps the backbone's knowledge of sound
-steps while the head learns to verify; the planning notes in the issue found it decisive for
-tiny models. It needs tied embeddings (the PRM keeps no lm_head): tiny models have them.
+steps while the head learns to verify, which tiny models need. It needs tied embeddings (the PRM keeps no lm_head): tiny models have them.
 
 A second auxiliary, for a first stage (`marker_aux`): at each step's <extra_0>, the same tied
 LM head must name the last token of the step's *correct* result, as a `marker_target` function
 gives it (the built-in world's `step_result`: the step's last `a op b`, recomputed from the
 written a and b; for its numbers the last token is the units digit). The marker then has to
 fetch the result the backbone predicts at `=`, which is half of comparing it with the written
-one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM verifies (README).
+one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM verifies.
 With `marker_tokens="all"` the marker names every token of the correct result instead (one
 cross-entropy term per token, all averaged, so the marker's distribution spreads over the
 result's tokens as a bag): a slip in a leading digit then also differs from what the marker
@@ -96,7 +95,7 @@ def _sound(record: dict) -> bool:
 
 def keep_layers(lm, n: int):
     """`lm` cut to its first n decoder layers (in place; the final norm stays), for a smaller
-    PRM backbone: a step costs about n / num_hidden_layers as much (train_prm --prm-layers)."""
+    PRM backbone: a step costs about n / num_hidden_layers as much (PRMRecipe.prm_layers)."""
     total = lm.cfg.num_hidden_layers
     if not 1 <= n <= total:
         raise RfprmError(f"prm_layers must be between 1 and the model's {total} layers, got {n}")

@@ -94,9 +94,11 @@ def test_bad_k_and_method():
 
 def test_teacher_table_and_summaries():
     pool = [trace(True, "clean"), trace(False, "sloppy"), trace(True, "lucky")]
-    table = teacher_table(pool, {"a": [0, 2], "b": [1]})
+    table = teacher_table(pool, {"a": [0, 2], "b": [1]}, tuple(world.DEFAULT_MIX))   # the world's order
     assert table["a"]["clean"] == 1 and table["a"]["lucky"] == 1 and table["a"]["sloppy"] == 0
     assert list(table["b"]) == list(world.DEFAULT_MIX)
+    plain = teacher_table(pool, {"a": [0, 2], "b": [1]})     # no task's list: the pool's teachers, sorted
+    assert plain == {"a": {"clean": 1, "lucky": 1}, "b": {"sloppy": 1}}
     s = summarize([0.2, 0.4])
     assert s["mean"] == pytest.approx(0.3) and s["std"] == pytest.approx(0.1414, abs=1e-3)
     assert summarize([0.5])["std"] == 0.0

@@ -201,7 +201,7 @@ def test_all_splits_merges_layout(tmp_path, hf_dir, tok):
 # ------------------------------------------------------------------ other file formats
 
 def _byte_str(token: bytes) -> str:
-    from rfprm.tokenizer import BYTE_TO_CHAR
+    from rfprm.bpe import BYTE_TO_CHAR
     return "".join(BYTE_TO_CHAR[b] for b in token)
 
 
@@ -368,7 +368,7 @@ def _write_json(path: Path, data) -> Path:
 
 
 def _abc_tokenizer_json(vocab_extra: dict, merges: list[str]) -> dict:
-    from rfprm.tokenizer import BYTE_TO_CHAR
+    from rfprm.bpe import BYTE_TO_CHAR
     vocab = {BYTE_TO_CHAR[b]: b for b in range(256)}
     vocab.update(vocab_extra)
     return {"normalizer": {"type": "NFC"}, "added_tokens": [],

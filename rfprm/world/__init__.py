@@ -1,5 +1,7 @@
 """The built-in world: multi-step arithmetic in which the whole ReasonFlux-PRM method runs on
-a laptop CPU (see "The built-in world" in the design notes). Pure Python: no torch, no models.
+a laptop CPU. A leaf beside the library: nothing in rfprm/ imports it; the scripts do, and hand
+its pieces to the library as a `rfprm.task.Task` (world/task.py). This package's own modules
+are pure Python (no torch, no models); task.py and recipes.py, imported by name, use the library.
 
 - problems.py   seeded problems (`(7 + 5) * 3 - 4`), their step order, parse_problem
 - traces.py     the R1 trace format: `<think>` steps, a mirroring response, \\boxed{}
@@ -8,6 +10,8 @@ a laptop CPU (see "The built-in world" in the design notes). Pure Python: no tor
 - templates.py  templates (`7 + 5 then _ * 3`), prompts with and without a plan
 - corpus.py     texts for the world's tokenizer
 - __main__.py   `python -m rfprm.world problems|traces ...` writes JSONL
+- task.py       the world as a Task, its reserved evaluation problems and splits, world_labeller
+- recipes.py    the recipes of the shipped tiny checkpoints (`python -m rfprm.recipes ...`)
 
 Everything the PRM pipeline is handed is a plain function of text: scorers get the problem
 text, never the Problem object, the teacher or the first error.

@@ -5,7 +5,7 @@ imports this module (it is part of the world, a leaf beside the library).
 
     python -m rfprm.recipes tiny-base              # tokenizer + base model (arithmetic, no traces)
     python -m rfprm.recipes tiny-policy            # tiny-base fine-tuned on clean teacher traces
-    python -m rfprm.recipes eval-policy --n 500    # the numbers quoted in the README
+    python -m rfprm.recipes eval-policy --n 500    # the policy's accuracy, pass@16, plan-following
 
 Notable choices:
 - The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
@@ -167,7 +167,7 @@ def _save(model, tok, out: Path, command: str) -> Path:
             f.rename(tmp / f.name)
         (tmp / "m").rmdir()
         tok.save(tmp)
-        (tmp / "README.md").write_text(f"# {out.name}\n\nBuilt by `{command}` (rfprm/recipes.py).\n")
+        (tmp / "README.md").write_text(f"# {out.name}\n\nBuilt by `{command}` (rfprm/world/recipes.py).\n")
     print(f"wrote {out}")
     return out
 

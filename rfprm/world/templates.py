@@ -8,8 +8,8 @@ operations with their operands, and `_` for an operand that is an earlier step's
 It says what to compute in which order, never a result. Notable choices:
 
 - Operands are written because an operator-only plan (`- then + then * then -`) tells a
-  model nothing the problem text does not: the founding session's policy followed such plans
-  no better than it read the problem (greedy 77.2% with the true plan against 81.4% without).
+  model nothing the problem text does not: a tiny policy follows such plans no better than it
+  reads the problem (greedy 77.2% with the true plan against 81.4% without).
   With operands the plan settles which numbers go together, the most common mistake of the
   tiny policy after arithmetic slips.
 - `extract_template` keeps only the thinking steps that made progress (judge.StepTracker), in
