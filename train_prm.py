@@ -168,9 +168,8 @@ def main(argv=None):
 
     # ---- traces and their labels ----
     if args.data:
-        train = read_records(args.data, "trace", args.fields, args.skip_bad)
-        val, test = ([] if not p else read_records(p, "trace", args.fields, args.skip_bad)
-                     for p in (args.val_data, args.test_data))
+        read = lambda path: read_records(path, "trace", args.fields, args.skip_bad) if path else []  # noqa: E731
+        train, val, test = read(args.data), read(args.val_data), read(args.test_data)
     else:
         (train, val, test), used = trace_splits((r.n_train, r.n_val, r.n_test), args.seed)
     work.mkdir(parents=True, exist_ok=True)

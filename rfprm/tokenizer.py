@@ -16,9 +16,13 @@ import json
 from pathlib import Path
 
 from .errors import RfprmError, resolve_path
-from .bpe import (CHAT_ROLES, CHATML_TEMPLATE, ENDOFTEXT, GPT2_PATTERN, IM_END, IM_START,  # noqa: F401
+from .bpe import (CHAT_ROLES, CHATML_TEMPLATE, ENDOFTEXT, GPT2_PATTERN, IM_END, IM_START,
                   NORMALIZATIONS, QWEN2_PATTERN, QWEN_TIKTOKEN_SPECIALS, STEP_TAG, Tokenizer,
                   _bytes_to_unicode_str, _merge_of, _unicode_to_bytes, train_bpe)
+
+__all__ = ["load_tokenizer", "has_tokenizer", "check_vocab_fits", "Tokenizer", "train_bpe", "STEP_TAG", "ENDOFTEXT",
+           "IM_START", "IM_END", "CHAT_ROLES", "CHATML_TEMPLATE", "QWEN2_PATTERN", "GPT2_PATTERN",
+           "QWEN_TIKTOKEN_SPECIALS", "NORMALIZATIONS"]
 
 
 def _read_json(path: Path):

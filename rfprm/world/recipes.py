@@ -39,7 +39,7 @@ from ..model import Qwen2ForCausalLM, init_weights
 from ..selection import IGNORE, chat_example, train_sft
 from ..tokenizer import load_tokenizer
 from ..trainer import TrainConfig
-from .task import EVAL_RESERVE, EVAL_SEED, MAX_NEW_TOKENS, eval_problems, held_out_texts  # noqa: F401 (re-exported)
+from .task import MAX_NEW_TOKENS, eval_problems, held_out_texts
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
