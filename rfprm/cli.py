@@ -13,7 +13,8 @@ Flags that mean the same everywhere are registered here, once, with one help tex
 Research knobs are not flags: they are fields of a preset, a plain dataclass, and each script
 keeps a table of named presets (as gpt-fast keeps its model configs). `--preset NAME` picks one,
 `--set field=value[,field=value]` changes fields of it, `--show-preset` prints the result.
-(`--lora R` and `--dry-run` are reserved for the one-GPU work: they will be registered here.)
+`--lora R` and `--dry-run` are defined here too, for the one-GPU work; a script registers them
+with add_common once it implements them (none does yet).
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ COMMON = {
     "threads": dict(type=int, default=0, metavar="N", help="CPU threads (default: torch's choice)"),
     "fields": dict(metavar="MAP", help="--data field names, e.g. problem=question,answer=solution"),
     "skip_bad": dict(action="store_true", help="skip malformed --data lines (counted) instead of stopping"),
+    # For the one-GPU work: defined here so every script means the same by them, registered by a
+    # script (add_common(ap, "lora", "dry_run")) once it implements them.
+    "lora": dict(type=int, default=0, metavar="R", help="train LoRA adapters of rank R instead of every weight (0: off)"),
+    "dry_run": dict(action="store_true", help="print the memory estimate and exit"),
 }
 
 
