@@ -80,10 +80,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="60 traces, for the tests")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    prms = {path: rfprm.load_prm(path) for path in args.prm}  # a bad path fails before any work
     cases = slip_cases(60 if args.quick else args.n)
     print(f"{len(cases['right'])} clean held-out traces with a two-digit answer")
-    for path in args.prm:
-        prm = rfprm.load_prm(path)
+    for path, prm in prms.items():
         last = {k: [s.steps[-1] for s in prm.score_batch(v, batch_size=32)] for k, v in cases.items()}
         print(f"\n{path}: mean score of the last step (threshold {prm.threshold:.3f})")
         for k, v in last.items():
