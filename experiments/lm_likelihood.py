@@ -1,63 +1,69 @@
-"""Diagnostic for issue #5: does the policy itself know which steps are wrong?
+"""Does the policy itself know which steps are wrong? A PRM with no training at all.
 
-    python experiments/lm_likelihood.py [MODEL]        # default tiny-policy
+    python -m experiments.lm_likelihood [--model tiny-policy] [--quick]
 
 Scores every thinking step of held-out world traces by the policy's own log-probability of the
 result it wrote (teacher-forced in the chat format; the minimum over the result's digit
-tokens), with no training at all, in two orders: the policy's own (thinking, then response)
-and that of the PRM's rfprm layout (response first). The threshold is chosen on 200
-validation traces, F1 and step AUC measured on 400 test traces (none on a problem the policy
-trained on), as train_prm.py does. If this scorer separates the steps, the knowledge is in the
-backbone and the difficulty is reading it at the PRM's `<extra_0>` markers: a causal model
-forms its prediction of a digit in its last layer at the position *before* the digit, where no
-later position can attend to it. In the response-first order the slip has already been
+tokens), in two orders: the policy's own (thinking, then response) and that of rfprm's PRM
+layout (response first, `rfprm.prm_layout`). The threshold is chosen on 200 validation traces,
+first-error F1 and step AUC measured on 400 test traces (none on a problem the policy trained
+on), as `train_prm.py` evaluates a PRM. It is the baseline a trained PRM must beat, and a
+probe of where the knowledge sits: a causal model forms its prediction of a digit at the
+position *before* the digit, and in the response-first order the slip has already been
 written once (in the response) when the thinking repeats it, so it surprises the model less.
-Not a test.
+
+Reads world traces by the world's `a op b = c` step format: a diagnostic of the built-in world.
 """
-import sys
-from pathlib import Path
+import argparse
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rfprm  # noqa: E402
-from rfprm import world  # noqa: E402
-from rfprm.evaluate import choose_threshold, evaluate_scores  # noqa: E402
+import rfprm
+from rfprm import world
+from rfprm.answers import format_trace
+from rfprm.errors import cli_main
+from rfprm.evaluate import choose_threshold, evaluate_scores
+from rfprm.recipes import held_out_texts
+from rfprm.steps import split_steps
 
-path = sys.argv[1] if len(sys.argv) > 1 else "tiny-policy"
-model, tok = rfprm.load_model(path), rfprm.load_tokenizer(path)
-# traces on problems the shipped policy never trained on (its recipe draws 30,000 with seed 1)
-from rfprm.recipes import held_out_texts  # noqa: E402
-seen = held_out_texts() | {p.text for p in world.make_problems(30000, 1, exclude=held_out_texts())}
-val = world.make_traces(200, 2, exclude=seen)
-test = world.make_traces(400, 3, exclude=seen | {r["problem"] for r in val})
-EQ = tok.encode(" =")[0]
+ORDERS = ("thinking-first", "response-first")
 
 
-def render(r, order):
-    """The assistant text: the policy's own format (thinking first), or the order of the PRM's
-    rfprm layout (response first, then the thinking; no markers: the policy never saw them)."""
+def held_out_traces(n_val: int, n_test: int) -> tuple[list[dict], list[dict]]:
+    """Validation and test traces on problems the shipped policy never trained on
+    (its recipe draws 30,000 problems with seed 1, after the reserved evaluation problems)."""
+    seen = held_out_texts() | {p.text for p in world.make_problems(30000, 1, exclude=held_out_texts())}
+    val = world.make_traces(n_val, 2, exclude=seen)
+    test = world.make_traces(n_test, 3, exclude=seen | {r["problem"] for r in val})
+    return val, test
+
+
+def render(rec: dict, order: str) -> str:
+    """The assistant text: the policy's own format (thinking first), or the PRM layout's order
+    (response first, then the thinking; no step markers: the policy never saw them)."""
     if order == "thinking-first":
-        return world.format_trace(r["trajectory"], r["response"])
-    return r["response"].strip() + "\n\n<think>\n" + "\n\n".join(world.split_steps(r["trajectory"]))
+        return format_trace(rec["trajectory"], rec["response"])
+    return rec["response"].strip() + "\n\n<think>\n" + "\n\n".join(split_steps(rec["trajectory"]))
 
 
-def step_scores(records, order):
+def step_scores(model, tok, records: list[dict], order: str) -> list[list[float]]:
+    """Per trace, per thinking step: min over the written result's digits of log p(digit)."""
+    eq = tok.encode(" =")[0]
     out = []
-    for r in records:
-        prompt = tok.chat([{"role": "user", "content": r["problem"]}], add_generation_prompt=True)
-        ids = prompt + tok.encode(render(r, order))
+    for rec in records:
+        prompt = tok.chat([{"role": "user", "content": rec["problem"]}], add_generation_prompt=True)
+        ids = prompt + tok.encode(render(rec, order))
         with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([ids]))[0].float(), -1)
-        n_steps = len(world.split_steps(r["trajectory"]))
+            logp = torch.log_softmax(model(torch.tensor([ids]))[0].float(), -1)  # (T, vocab)
+        n_steps = len(split_steps(rec["trajectory"]))
         scores, j = [], len(prompt)
         while len(scores) < n_steps and j < len(ids):   # each " = " of the thinking, in order
-            if ids[j] == EQ:                             # (the response writes "gives", not "=")
+            if ids[j] == eq:                             # (the response writes "gives", not "=")
                 k, digits = j + 2, []                    # skip " =" and " "
                 while k < len(ids) and tok.decode([ids[k]]).isdigit():
                     digits.append(logp[k - 1, ids[k]].item())
                     k += 1
-                scores.append(min(digits))
+                scores.append(min(digits) if digits else 0.0)
                 j = k
             else:
                 j += 1
@@ -65,9 +71,21 @@ def step_scores(records, order):
     return out
 
 
-for order in ("thinking-first", "response-first"):
-    sv, st = step_scores(val, order), step_scores(test, order)
-    th = choose_threshold(sv, [r["first_error"] for r in val])
-    res = evaluate_scores(st, [r["first_error"] for r in test], th)
-    print(f"{order}: F1 {res['f1']:.1f}  flawed {res['flawed_acc']:.1f}  flawless {res['flawless_acc']:.1f}  "
-          f"AUC {res['auc']:.1f}  threshold {th:.2f}")
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="tiny-policy", help="the policy (default tiny-policy)")
+    ap.add_argument("--quick", action="store_true", help="20 validation and 40 test traces, for the tests")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model, tok = rfprm.load_model(args.model), rfprm.load_tokenizer(args.model)
+    val, test = held_out_traces(*((20, 40) if args.quick else (200, 400)))
+    for order in ORDERS:
+        sv, st = step_scores(model, tok, val, order), step_scores(model, tok, test, order)
+        th = choose_threshold(sv, [r["first_error"] for r in val])
+        res = evaluate_scores(st, [r["first_error"] for r in test], th)
+        print(f"{order}: F1 {res['f1']:.1f}  flawed {res['flawed_acc']:.1f}  flawless {res['flawless_acc']:.1f}  "
+              f"AUC {res['auc']:.1f}  threshold {th:.2f}")
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -103,6 +103,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def recover_dir(path: str | os.PathLike) -> Path:
+    """Undo a write by `atomic_dir` that was killed between its two renames.
+
+    There `path` has been moved aside to `.NAME.old` and the new directory not yet renamed into
+    place, so `path` does not exist; the previous contents are whole in `.NAME.old`. Move them
+    back (the half-finished write is lost, as if it had never started). Returns `path`."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+    return path
+
+
 def parse_alphas(spec: str, flag: str = "--alpha-sweep") -> list[float]:
     """A flag's comma-separated list of finite numbers (e.g. "0,0.1,1"), duplicates dropped."""
     alphas = []

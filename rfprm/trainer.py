@@ -9,7 +9,8 @@ Notable choices:
   run sees exactly the batch step k of an uninterrupted run would have seen.
 - Checkpoints go to `out_dir/train_state/` through a temporary directory renamed into place:
   model weights (safetensors), optimizer state (`torch.save` of tensors only, read back with
-  `weights_only=True`), and progress.json. `resume=True` continues from there.
+  `weights_only=True`), and progress.json. `resume=True` continues from there; a run killed
+  while writing a checkpoint resumes from the previous one (`errors.recover_dir`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .errors import RfprmError, atomic_dir
+from .errors import RfprmError, atomic_dir, recover_dir
 
 
 @dataclass
@@ -91,7 +92,7 @@ def save_train_state(out_dir: Path, model, opt, step: int, history: list, cfg: T
 
 
 def load_train_state(out_dir: Path, model, opt) -> tuple[int, list]:
-    state_dir = out_dir / "train_state"
+    state_dir = recover_dir(out_dir / "train_state")  # a kill between atomic_dir's renames
     if not (state_dir / "progress.json").is_file():
         raise RfprmError(f"--resume: no checkpoint in {state_dir} (start without --resume)")
     weights = load_file(state_dir / "model.safetensors", device=str(next(model.parameters()).device))
