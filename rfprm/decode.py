@@ -95,6 +95,7 @@ def weight_first(backbone, batch: int) -> bool:
 class DecodeWeights:
     """What decode_step reads: views of the parameters, plus the norms' scales (tiny vectors)."""
     layers: list[tuple]         # per layer (s_attn, w_qkv, b_qkv, w_o, s_mlp, w_gate_up, w_down)
+    lora: list | None           # per layer, LoRA terms of (qkv, o, gate_up, down); see _lora_terms
     floor: torch.Tensor         # sqrt(hidden_size * rms_norm_eps), 0-dim float32: see l2_normalize_rows
     final_norm: torch.Tensor    # the final norm's weight times sqrt(hidden_size)
 
@@ -123,11 +124,40 @@ def decode_weights(backbone) -> DecodeWeights:
                            layer.post_attention_layernorm.weight * root_d,
                            fused_weight((m.gate_proj, m.up_proj)),
                            m.down_proj.weight.detach().t()))
+        lora = [_lora_terms(layer) for layer in backbone.layers]
+        lora = lora if any(t is not None for t in lora) else None
         floor = torch.tensor(math.sqrt(backbone.cfg.hidden_size * backbone.cfg.rms_norm_eps),
                              dtype=torch.float32, device=backbone.norm.weight.device)
         final_norm = backbone.norm.weight * root_d
-    backbone._decode = (key, DecodeWeights(layers, floor, final_norm))
+    backbone._decode = (key, DecodeWeights(layers, lora, floor, final_norm))
     return backbone._decode[1]
+
+
+def _lora_terms(layer):
+    """LoRA adapters (rfprm/lora.py) on this layer's linears, grouped as the step's matmuls:
+    for (qkv, o, gate_up, down) a list of (column offset, A^T (in, r), B^T (r, out), scale),
+    or None when the layer has none."""
+    a, m = layer.self_attn, layer.mlp
+    groups = ((a.q_proj, a.k_proj, a.v_proj), (a.o_proj,), (m.gate_proj, m.up_proj), (m.down_proj,))
+    terms, found = [], False
+    for group in groups:
+        offset, items = 0, []
+        for lin in group:
+            if hasattr(lin, "lora_A"):
+                items.append((offset, lin.lora_A.weight.detach().t(), lin.lora_B.weight.detach().t(),
+                              lin.lora_scaling))
+            offset += lin.out_features
+        terms.append(items)
+        found = found or bool(items)
+    return terms if found else None
+
+
+def _add_lora(out, u, items):
+    """out[:, cols] += scale * (u @ A^T) @ B^T for each adapter of the group, in place."""
+    for offset, a_t, b_t, scale in items:
+        delta = (u @ a_t) @ b_t
+        out[:, offset:offset + delta.shape[1]].add_(delta, alpha=scale)
+    return out
 
 
 @torch.inference_mode()
@@ -148,8 +178,13 @@ def decode_step(backbone, tokens, rotation, attn_mask, cache, weights: DecodeWei
     addmm, mm = matmuls(backbone.weight_first(B))
     x = F.embedding(tokens, backbone.embed_tokens.weight)                    # (B, H)
     slots = cache.step_views()  # per layer: where this step's k, v go; all keys, values so far
-    for (s_attn, w_qkv, b_qkv, w_o, s_mlp, w_gate_up, w_down), (k_new, v_new, k, v) in zip(weights.layers, slots):
-        qkv = addmm(b_qkv, l2_normalize_rows(x, floor).mul_(s_attn), w_qkv)  # (B, (nh+2nkv)*hs)
+    loras = weights.lora or [None] * len(weights.layers)
+    for (s_attn, w_qkv, b_qkv, w_o, s_mlp, w_gate_up, w_down), (k_new, v_new, k, v), lora in zip(
+            weights.layers, slots, loras):
+        u = l2_normalize_rows(x, floor).mul_(s_attn)
+        qkv = addmm(b_qkv, u, w_qkv)                                         # (B, (nh+2nkv)*hs)
+        if lora:
+            qkv = _add_lora(qkv.contiguous(), u, lora[0])
         qk = torch.bmm(qkv[:, :n_qk].view(B, nh + nkv, hs), rotation)       # RoPE on q and k heads
         k_new.copy_(qk[:, nh:])                                              # (B, nkv, hs)
         v_new.copy_(qkv[:, n_qk:].view(B, nkv, hs))
@@ -157,9 +192,18 @@ def decode_step(backbone, tokens, rotation, attn_mask, cache, weights: DecodeWei
         # expansion (half the time of enable_gqa for one token)
         q = qk[:, :nh].view(B, nkv, nh // nkv, hs)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)      # (B, nkv, nh/nkv, hs)
-        x = addmm(x, y.reshape(B, nh * hs), w_o)                              # x + o_proj(y)
-        gate_up = mm(l2_normalize_rows(x, floor).mul_(s_mlp), w_gate_up)     # (B, 2I)
-        x = addmm(x, F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)  # x + mlp
+        y = y.reshape(B, nh * hs)
+        x = addmm(x, y, w_o)                                                   # x + o_proj(y)
+        if lora:
+            x = _add_lora(x.contiguous(), y, lora[1])
+        u = l2_normalize_rows(x, floor).mul_(s_mlp)
+        gate_up = mm(u, w_gate_up)                                             # (B, 2I)
+        if lora:
+            gate_up = _add_lora(gate_up.contiguous(), u, lora[2])
+        h = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+        x = addmm(x, h, w_down)                                                # x + mlp
+        if lora:
+            x = _add_lora(x.contiguous(), h, lora[3])
     cache.length += 1
     return weights.final_norm * l2_normalize_rows(x, floor)
 
