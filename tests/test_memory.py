@@ -93,7 +93,7 @@ def test_lora_and_checkpointing_shrink_a_7b_step():
     assert 14e9 < full.parts["weights"] < 16e9                      # 7.6B parameters in bf16
     assert full.parts["optimizer (AdamW)"] == 2 * full.parts["weights"]
     assert small.parts["optimizer (AdamW)"] < 0.01 * full.parts["optimizer (AdamW)"]
-    assert small.parts["activations"] < 0.1 * full.parts["activations"]
+    assert small.parts["activations"] < 0.15 * full.parts["activations"]
     rl = estimate(cfg, RunSettings(batch=4, seq_len=2048, train=True, lora_r=16, grad_checkpointing=True,
                                    sample_batch=16, sample_len=2048, reference_copies=1, prm=cfg))
     assert {"KV cache", "reference copies", "PRM"} <= set(rl.parts) and rl.total > small.total
