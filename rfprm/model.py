@@ -13,19 +13,14 @@ Notable choices:
   Ragged batches are left-padded; `key_mask` marks the real tokens and positions count only them.
 - The language-model head is one of several heads on the same backbone: `Qwen2ForCausalLM`
   here; the PRM's step and scalar heads live in `rfprm/prm.py` and reuse `Qwen2Model`.
-- Generation's one-token steps go through `decode_step`, a lean copy of the cached forward
-  (which stays the reference; the tests compare them). A step on a few rows is bound by per-op
-  dispatch (tiny models) or by streaming the weights (big ones), so it makes fewer, larger ops:
-  q/k/v and gate/up each fused into one matmul, RoPE as one matmul by a per-step rotation
-  matrix, RMSNorm weights folded into the fused matrices, residual adds folded into `addmm`, no
-  mask built when nothing is padded. The fused matrices are copies (about two thirds of the
-  layer weights again), rebuilt whenever a weight changes and dropped by `train()`; the
-  parameters, and so the checkpoints, keep HF's names and shapes.
+- Each weight is held once. q/k/v (and gate/up) are separate nn.Linear modules with HF's names
+  and shapes, but their weights are views into one buffer per group (`fuse_weights`), so the
+  one-token decode step (rfprm/decode.py, a lean copy of the cached forward, which stays the
+  reference) runs each group as one matmul with no fused copy beside the parameters.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -234,7 +229,7 @@ class Qwen2Model(nn.Module):
 
     def train(self, mode: bool = True):
         if mode:
-            self._decode = None  # training changes the weights: free the fused copies
+            self._decode = None  # training changes the weights: drop decode's cached views
         return super().train(mode)
 
     def forward(self, input_ids, positions=None, key_mask=None, cache: KVCache | None = None):
