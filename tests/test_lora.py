@@ -125,3 +125,25 @@ def test_bad_lora_input_is_one_clear_error(hf_qwen2, tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "base does not match" in proc.stderr and not (tmp_path / "m").exists()
+
+
+def test_prm_lora_trains_adapters_and_head_and_round_trips(tmp_path):
+    prm = rfprm.load_prm("tiny-prm")
+    ids = torch.randint(0, prm.cfg.vocab_size, (2, 12))
+    with torch.no_grad():
+        before = prm.model(ids)
+    apply_lora(prm, LoraConfig(r=4, target_modules=("q_proj", "down_proj")), trainable=("score.",))
+    trainable = {n for n, p in prm.named_parameters() if p.requires_grad}
+    assert any(n.startswith("score.") for n in trainable)
+    assert all(n.startswith("score.") or ".lora_" in n for n in trainable)
+    with torch.no_grad():
+        torch.testing.assert_close(prm.model(ids), before)              # B starts at zero
+        for n, p in prm.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+        after = prm.model(ids)
+    save_adapter(prm, tmp_path / "adapter", extra=("score.",))
+    again = load_adapter(rfprm.load_prm("tiny-prm"), tmp_path / "adapter", trainable=("score.",))
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(ids), after)
+        torch.testing.assert_close(again.state_dict()["score.0.weight"], prm.state_dict()["score.0.weight"])
