@@ -3,7 +3,8 @@
 The checkpoint (Qwen2.5-0.5B's real shapes, random bf16 weights) is written once to a temporary
 directory. Each load then runs in a fresh Python process that reports its peak resident memory
 (VmHWM, after resetting it through /proc/self/clear_refs) minus its resident memory just before
-the call, so torch's own import cost is not counted. rfprm builds the model on the meta device
+the call, so torch's own import cost is not counted; "held" is the resident memory after the
+load and, for rfprm, after fetching what the decode step reads (views of the weights, no copies). rfprm builds the model on the meta device
 and reads each tensor straight into its final buffer, so the peak should stay close to one copy
 of the weights. For comparison the same figure is printed for transformers' from_pretrained.
 
@@ -37,7 +38,10 @@ if {which!r} == "rfprm":
     m = rfprm.load_model({path!r}, dtype={dtype!r})
 else:
     m = Qwen2ForCausalLM.from_pretrained({path!r}, dtype=getattr(torch, {dtype!r}))
-print(json.dumps({{"peak": rss("VmHWM") - before, "params": sum(p.numel() for p in m.parameters())}}))
+peak = rss("VmHWM") - before
+if {which!r} == "rfprm":
+    m.model.decode_weights()                     # what the decode step reads: views, no copies
+print(json.dumps({{"peak": peak, "held": rss("VmRSS") - before, "params": sum(p.numel() for p in m.parameters())}}))
 """
 
 
@@ -66,7 +70,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         size = make_checkpoint(args.shape, Path(tmp))
         print(f"{args.shape}: checkpoint file {size / 2**20:.0f} MiB (bf16)")
-        print(f"{'loader':<14}{'dtype':<10}{'peak MiB':>10}{'x file':>8}")
+        print(f"{'loader':<14}{'dtype':<10}{'peak MiB':>10}{'x file':>8}{'held MiB':>10}{'x file':>8}")
         runs = [("rfprm", "bfloat16"), ("rfprm", "float32")]
         if not args.skip_transformers:
             runs += [("transformers", "bfloat16")]
@@ -76,8 +80,9 @@ def main():
             if res.returncode:
                 print(f"{which:<14}{dtype:<10} failed: {res.stderr.strip().splitlines()[-1]}")
                 continue
-            peak = json.loads(res.stdout.strip().splitlines()[-1])["peak"]
-            print(f"{which:<14}{dtype:<10}{peak / 2**20:>10.0f}{peak / size:>8.2f}")
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"{which:<14}{dtype:<10}{r['peak'] / 2**20:>10.0f}{r['peak'] / size:>8.2f}"
+                  f"{r['held'] / 2**20:>10.0f}{r['held'] / size:>8.2f}")
         print("float32 holds twice the bytes of the bf16 file by definition (2.00x is one copy).")
 
 

@@ -146,7 +146,7 @@ def generate(model, prompts, max_new_tokens: int = 64, temperature: float = 0.0,
     rope, dtype = model.model.rope, model.dtype
     block = _rotation_block(B, model.cfg.head_dim)
     rope.ensure(Tp + max_new + block, device)
-    weights = model.model.decode_weights(one_row=B == 1)       # fused copies, checked once
+    weights = model.model.decode_weights()                     # views + norm scales, checked once
     greedy = temperature == 0.0 and not return_logprobs
     check_every = _stop_check_interval(device)
     rows = torch.arange(B, device=device)

@@ -13,19 +13,14 @@ Notable choices:
   Ragged batches are left-padded; `key_mask` marks the real tokens and positions count only them.
 - The language-model head is one of several heads on the same backbone: `Qwen2ForCausalLM`
   here; the PRM's step and scalar heads live in `rfprm/prm.py` and reuse `Qwen2Model`.
-- Generation's one-token steps go through `decode_step`, a lean copy of the cached forward
-  (which stays the reference; the tests compare them). A step on a few rows is bound by per-op
-  dispatch (tiny models) or by streaming the weights (big ones), so it makes fewer, larger ops:
-  q/k/v and gate/up each fused into one matmul, RoPE as one matmul by a per-step rotation
-  matrix, RMSNorm weights folded into the fused matrices, residual adds folded into `addmm`, no
-  mask built when nothing is padded. The fused matrices are copies (about two thirds of the
-  layer weights again), rebuilt whenever a weight changes and dropped by `train()`; the
-  parameters, and so the checkpoints, keep HF's names and shapes.
+- Each weight is held once. q/k/v (and gate/up) are separate nn.Linear modules with HF's names
+  and shapes, but their weights are views into one buffer per group (`fuse_weights`), so the
+  one-token decode step (rfprm/decode.py, a lean copy of the cached forward, which stays the
+  reference) runs each group as one matmul with no fused copy beside the parameters.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -33,7 +28,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .kernels import apply_rope, l2_normalize_rows, rms_norm, rope_matrix, swiglu
+from . import decode
+from .decode import DecodeWeights, fuse_linears
+from .kernels import apply_rope, rms_norm, rope_matrix, swiglu
 
 
 class RMSNorm(nn.Module):
@@ -216,30 +213,6 @@ def build_mask(T: int, past: int, key_mask: torch.Tensor | None, device):
     return mask[:, None]                                      # (B, 1, T, S)
 
 
-def _version(p: torch.Tensor):
-    """p's in-place update counter; None for inference tensors (made under inference_mode),
-    which have none: only replacing them is noticed."""
-    return None if p.is_inference() else p._version
-
-
-def _matmuls(weight_first: bool):
-    """(addmm(c, x, w) = c + x @ w, mm(x, w) = x @ w), for x (B, in) and w (in, out) views;
-    see Qwen2Model.weight_first. The weight-first results are transposed (column-major) views."""
-    if not weight_first:
-        return torch.addmm, torch.mm
-    return (lambda c, x, w: torch.addmm(c.expand(x.shape[0], w.shape[1]).t(), w.t(), x.t()).t(),
-            lambda x, w: torch.mm(w.t(), x.t()).t())
-
-
-@dataclass
-class DecodeWeights:
-    """What Qwen2Model.decode_step reads besides the parameters; see decode_weights()."""
-    layers: list[tuple]         # per layer (w_qkv, b_qkv, w_o, w_gate_up, w_down), for x @ w
-    floor: torch.Tensor         # sqrt(hidden_size * rms_norm_eps), 0-dim float32: see l2_normalize_rows
-    final_norm: torch.Tensor    # the final norm's weight times sqrt(hidden_size)
-    one_row: bool               # the fused matrices are laid out for batch 1
-
-
 class Qwen2Model(nn.Module):
     """The backbone: token embeddings, decoder layers, final norm -> hidden states (B, T, H)."""
 
@@ -251,11 +224,12 @@ class Qwen2Model(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rope = RotaryTable(cfg.head_dim, cfg.rope_theta)
         self.gradient_checkpointing = False  # recompute each layer in backward to save memory
-        self._decode = None  # (key, DecodeWeights) for decode_step; see decode_weights()
+        self._decode = None  # (key, DecodeWeights) for decode_step; see decode.decode_weights()
+        self.fuse_weights()
 
     def train(self, mode: bool = True):
         if mode:
-            self._decode = None  # training changes the weights: free the fused copies
+            self._decode = None  # training changes the weights: drop decode's cached views
         return super().train(mode)
 
     def forward(self, input_ids, positions=None, key_mask=None, cache: KVCache | None = None):
@@ -282,83 +256,23 @@ class Qwen2Model(nn.Module):
             cache.length = past + T
         return self.norm(x)
 
-    # ---- the one-token decode step: the cached forward above, with fewer and larger ops ----
-    def decode_weights(self, one_row: bool) -> DecodeWeights:
-        """Per layer: (qkv weight (H, nq+2nkv), qkv bias, o_proj weight^T, gate/up weight (H, 2I),
-        down_proj weight^T), all laid out for `x @ w`. The fused ones are copies with the RMSNorm
-        before them folded in: (u * s) @ W^T == u @ (W diag(s))^T, for the norm's weight times
-        sqrt(hidden_size) as s and u = l2_normalize_rows(x). They are rebuilt when a parameter is
-        replaced or updated in place (its version counter moves).
-        one_row stores them (in, out) contiguous: MKL runs that layout's one-row GEMV ~15%
-        faster than the (out, in) layout's (and its many-row GEMM ~10% slower)."""
-        params = [*self.layers.parameters(), self.norm.weight]
-        key = (one_row, tuple((id(p), p.data_ptr(), _version(p)) for p in params))
-        if self._decode is not None and self._decode[0] == key:
-            return self._decode[1]
-        self._decode = None  # free the old copies before making new ones
+    # ---- the one-token decode step lives in rfprm/decode.py ----
+    def fuse_weights(self):
+        """Store q/k/v, and gate/up, of every layer as views into one buffer each (see
+        decode.fuse_linears); call again after load_state_dict(assign=True) or .to()."""
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            fuse_linears(a.q_proj, a.k_proj, a.v_proj)
+            fuse_linears(m.gate_proj, m.up_proj)
 
-        root_d = math.sqrt(self.cfg.hidden_size)
-
-        def fuse(norm, *linears):
-            w = torch.cat([m.weight for m in linears])                   # (out, in)
-            op = torch.promote_types(w.dtype, torch.float32)             # scale in >= float32
-            w = (w.to(op) * (norm.weight.to(op) * root_d)).to(w.dtype)   # column j times s[j]
-            return w.t().contiguous() if one_row else w.t()              # (in, out) either way
-
-        with torch.no_grad():
-            layers = []
-            for layer in self.layers:
-                a, m = layer.self_attn, layer.mlp
-                layers.append((fuse(layer.input_layernorm, a.q_proj, a.k_proj, a.v_proj),
-                                torch.cat((a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)),
-                                a.o_proj.weight.t(),
-                                fuse(layer.post_attention_layernorm, m.gate_proj, m.up_proj),
-                                m.down_proj.weight.t()))
-            floor = torch.tensor(math.sqrt(self.cfg.hidden_size * self.cfg.rms_norm_eps),
-                                 dtype=torch.float32, device=self.norm.weight.device)
-            final_norm = self.norm.weight * root_d
-        self._decode = (key, DecodeWeights(layers, floor, final_norm, one_row))
-        return self._decode[1]
+    def decode_weights(self) -> DecodeWeights:
+        return decode.decode_weights(self)
 
     def weight_first(self, batch: int) -> bool:
-        """Whether the decode step asks for x @ w as (w^T @ x^T)^T: the same product, which MKL
-        (the CPU's BLAS) runs ~20% faster for 8+ rows of matrices too big for the cache (~0.5B
-        models and up), and ~10% slower for small, cache-resident ones."""
-        big = self.cfg.hidden_size * self.cfg.intermediate_size >= 2**20
-        return batch >= 8 and big and self.embed_tokens.weight.device.type == "cpu"
+        return decode.weight_first(self, batch)
 
-    @torch.inference_mode()
     def decode_step(self, tokens, rotation, attn_mask, cache: KVCache, weights: DecodeWeights | None = None):
-        """One new token per row: tokens (B,) long; rotation (B, hs, hs) from
-        self.rope.rotation(positions); attn_mask (B, 1, 1, cache.length + 1) bool, True at real
-        keys, or None when nothing is padded -> final hidden states (B, H). Same math as
-        forward(tokens[:, None], positions, key_mask, cache)[:, 0], which is its reference.
-        weights: decode_weights(), fetched once per generation by the caller (checking that
-        they are current takes as long as a tiny model's step)."""
-        cfg = self.cfg
-        B, nh, nkv, hs = tokens.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        n_qk, inter = (nh + nkv) * hs, cfg.intermediate_size
-        if cache.length + 1 > cache.max_len:
-            raise ValueError(f"KV cache holds {cache.max_len} slots; all are used")
-        weights = weights or self.decode_weights(one_row=B == 1)
-        floor = weights.floor
-        addmm, mm = _matmuls(self.weight_first(B))
-        x = F.embedding(tokens, self.embed_tokens.weight)                       # (B, H)
-        slots = cache.step_views()  # per layer: where this step's k, v go; all keys, values so far
-        for (w_qkv, b_qkv, w_o, w_gate_up, w_down), (k_new, v_new, k, v) in zip(weights.layers, slots):
-            qkv = addmm(b_qkv, l2_normalize_rows(x, floor), w_qkv)              # (B, (nh+2nkv)*hs)
-            qk = torch.bmm(qkv[:, :n_qk].view(B, nh + nkv, hs), rotation)      # RoPE on q and k heads
-            k_new.copy_(qk[:, nh:])                                             # (B, nkv, hs)
-            v_new.copy_(qkv[:, n_qk:].view(B, nkv, hs))
-            # the query heads of one K/V head as that head's queries: plain attention, no GQA
-            # expansion (half the time of enable_gqa for one token)
-            q = qk[:, :nh].view(B, nkv, nh // nkv, hs)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)     # (B, nkv, nh/nkv, hs)
-            x = addmm(x, y.reshape(B, nh * hs), w_o)                             # x + o_proj(y)
-            gate_up = mm(l2_normalize_rows(x, floor), w_gate_up)                # (B, 2I)
-            x = addmm(x, F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)  # x + mlp
-        cache.length += 1
-        return weights.final_norm * l2_normalize_rows(x, floor)
+        return decode.decode_step(self, tokens, rotation, attn_mask, cache, weights)
 
 
 class Qwen2ForCausalLM(nn.Module):
@@ -372,7 +286,9 @@ class Qwen2ForCausalLM(nn.Module):
         self.tie_weights()
 
     def tie_weights(self):
-        """Share embed_tokens' weight with lm_head (call again after load_state_dict(assign=True))."""
+        """Share embed_tokens' weight with lm_head, and re-fuse q/k/v and gate/up (call again
+        after load_state_dict(assign=True))."""
+        self.model.fuse_weights()
         if self.cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -383,15 +299,10 @@ class Qwen2ForCausalLM(nn.Module):
             h = h[:, -1:]
         return self.lm_head(h)
 
-    @torch.inference_mode()
     def decode_logits(self, tokens, rotation, attn_mask, cache: KVCache, vocab_limit: int | None = None,
                       weights: DecodeWeights | None = None):
-        """Qwen2Model.decode_step + lm_head -> logits (B, vocab_limit) in the model's dtype; the
-        padding rows beyond vocab_limit are never computed."""
-        h = self.model.decode_step(tokens, rotation, attn_mask, cache, weights)  # (B, H)
-        w = self.lm_head.weight
-        w = w if vocab_limit in (None, w.shape[0]) else w[:vocab_limit]   # (V, H)
-        return _matmuls(self.model.weight_first(h.shape[0]))[1](h, w.t())
+        """One decode step -> logits (B, vocab_limit); see rfprm/decode.py."""
+        return decode.decode_logits(self, tokens, rotation, attn_mask, cache, vocab_limit, weights)
 
     def tied_parameter_names(self) -> set[str]:
         """Parameters a checkpoint may omit because they share another's weight."""

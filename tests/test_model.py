@@ -201,7 +201,7 @@ def decode_vs_forward(model, batch, padded, steps=4, seed=0):
         for c in caches:
             model(ids, key_mask=key_mask[:, :T], cache=c, last_only=True)
         model.model.rope.ensure(T + steps, "cpu")
-        weights = model.model.decode_weights(one_row=batch == 1)
+        weights = model.model.decode_weights()
         for step in range(steps):
             tokens = torch.randint(0, V, (batch,), generator=g)
             S = T + step + 1
@@ -236,18 +236,61 @@ def test_decode_step_matches_cached_forward_bf16(hf_qwen2):
 def test_fused_decode_weights_follow_the_parameters(hf_qwen2):
     path, _ = hf_qwen2()
     model = rfprm.load_model(path)
-    first = model.model.decode_weights(one_row=True)
-    assert model.model.decode_weights(one_row=True) is first           # cached
+    first = model.model.decode_weights()
+    assert model.model.decode_weights() is first                       # cached
     with torch.no_grad():                                              # as an optimizer step does
         model.model.layers[0].mlp.up_proj.weight.mul_(1.5)
         model.model.layers[1].input_layernorm.weight.add_(0.3)
         model.model.norm.weight.mul_(0.7)
-    assert model.model.decode_weights(one_row=True) is not first
+    assert model.model.decode_weights() is not first
     assert decode_vs_forward(model, 1, padded=False) <= 1e-5
     state = {k: v * 0.9 for k, v in model.state_dict().items()}
     model.load_state_dict(state, assign=True)                          # replaced parameters
-    model.tie_weights()
-    assert decode_vs_forward(model, 2, padded=False) <= 1e-5
+    assert decode_vs_forward(model, 2, padded=False) <= 1e-5           # re-fused lazily
     model.train()
-    assert model.model._decode is None                                 # training frees the copies
+    assert model.model._decode is None
     assert set(model.state_dict()) == set(state)                       # no fused names leak out
+
+
+def unique_bytes(module) -> int:
+    """Bytes of the distinct storages behind a module's parameters and buffers."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in [*module.parameters(), *module.buffers()]}
+    return sum(storages.values())
+
+
+def test_each_weight_is_held_once_after_load(tmp_path):
+    """Qwen2.5-0.5B's layer widths (2 of its 24 layers, a small vocabulary), bf16: the loaded
+    model's distinct storages add up to the checkpoint's tensor bytes (limit 1.02x), and q/k/v
+    and gate/up are views into one buffer each."""
+    from rfprm.checkpoint import iter_checkpoint
+    from rfprm.config import PRESETS
+    from rfprm.decode import fused_weight
+    cfg = rfprm.ModelConfig(**{**PRESETS["qwen2.5-0.5b"], "num_hidden_layers": 2, "vocab_size": 1024})
+    torch.manual_seed(0)
+    model = rfprm.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    rfprm.save_model(model, tmp_path / "ckpt")
+    file_bytes = sum(t.numel() * t.element_size() for _, _, t in iter_checkpoint(tmp_path / "ckpt"))
+    loaded = rfprm.load_model(tmp_path / "ckpt", dtype="bfloat16")
+    assert unique_bytes(loaded) <= 1.02 * file_bytes
+    for layer in loaded.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        assert fused_weight((a.q_proj, a.k_proj, a.v_proj)) is not None
+        assert fused_weight((m.gate_proj, m.up_proj)) is not None
+    loaded.model.decode_weights()
+    assert unique_bytes(loaded) <= 1.02 * file_bytes                   # decoding adds no copies
+
+
+def test_optimizer_steps_and_dtype_changes_keep_decode_right(hf_qwen2):
+    path, _ = hf_qwen2()
+    model = rfprm.load_model(path)
+    q = model.model.layers[0].self_attn.q_proj.weight
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    model(torch.arange(8)[None]).float().pow(2).mean().backward()
+    opt.step()
+    model.eval()
+    assert model.model.layers[0].self_attn.q_proj.weight is q          # same Parameter object
+    assert decode_vs_forward(model, 1, padded=False) <= 1e-5           # the update is seen
+    model.to(torch.float64).to(torch.float32)                          # new storages per weight
+    assert decode_vs_forward(model, 3, padded=True) <= 1e-5
