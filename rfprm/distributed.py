@@ -96,6 +96,18 @@ def check_divisible(global_count: int, what: str = "grad_accum") -> int:
     return global_count // w
 
 
+def split_global_batch(global_batch: int, accum_per_rank: int = 1) -> tuple[int, int]:
+    """A script's global batch (examples per optimizer step) -> (micro-batch size, grad_accum)
+    for `TrainConfig`: each of the W ranks runs `accum_per_rank` micro-batches, so
+    grad_accum = W * accum_per_rank and micro-batch size = global_batch / grad_accum. One
+    process gives (global_batch / accum_per_rank, accum_per_rank): the same optimisation."""
+    grad_accum = world_size() * accum_per_rank
+    if accum_per_rank < 1 or global_batch % grad_accum:
+        raise RfprmError(f"batch size {global_batch} cannot be split over {world_size()} processes x "
+                         f"{accum_per_rank} micro-batches each; use a multiple of {max(grad_accum, 1)}")
+    return global_batch // grad_accum, grad_accum
+
+
 def my_micro_batches(grad_accum: int) -> range:
     """The micro-batch indices of one optimizer step that this rank computes."""
     check_divisible(grad_accum)
@@ -136,13 +148,34 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
         offset += n
 
 
-def all_reduce_sums(values: dict[str, float], device=None) -> dict[str, float]:
-    """Sum a dict of floats over ranks (the same keys on every rank, e.g. logged metrics)."""
-    if not is_distributed() or not dist.is_initialized() or not values:
+def _collective_device() -> torch.device:
+    return local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def union_of_keys(keys: list[str]) -> list[str]:
+    """Every rank's metric names, on every rank (a loss may log a term only for some batches).
+    The names travel as UTF-8 bytes in tensors: no pickling."""
+    device = _collective_device()
+    data = torch.tensor(list("\n".join(sorted(keys)).encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    longest = int(max(sizes).item())
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:data.numel()] = data
+    gathered = [torch.zeros_like(padded) for _ in range(world_size())]
+    dist.all_gather(gathered, padded)
+    names = set()
+    for t, n in zip(gathered, sizes):
+        names.update(k for k in bytes(t[:int(n.item())].tolist()).decode().split("\n") if k)
+    return sorted(names)
+
+
+def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
+    """Sum a dict of floats over ranks; a name missing on a rank counts 0 there."""
+    if not is_distributed() or not dist.is_initialized():
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    if dist.get_backend() == "nccl" and t.device.type != "cuda":
-        t = t.to(local_device())
+    keys = union_of_keys(list(values))
+    t = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(keys, t.tolist()))

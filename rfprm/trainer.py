@@ -160,7 +160,7 @@ def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: Tr
             for k, v in {"loss": loss.item(), **metrics}.items():
                 step_metrics[k] = step_metrics.get(k, 0.0) + v / cfg.grad_accum
         distributed.all_reduce_grads(model)                   # sum of the ranks' shares
-        for k, v in distributed.all_reduce_sums(step_metrics, device).items():
+        for k, v in distributed.all_reduce_sums(step_metrics).items():
             running[k] = running.get(k, 0.0) + v
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
