@@ -43,17 +43,35 @@ def test_layout_is_what_vllm_loads(exported):
     assert "vllm serve" in (exported / "README.md").read_text()
 
 
-def test_round_trip_scores_are_equal(exported):
-    a, b = load_prm("tiny-prm"), load_prm(exported)
+@pytest.mark.parametrize("which", ["exported", "exported_qwen"])
+def test_round_trip_scores_are_equal(which, request):
+    exported = request.getfixturevalue(which)
+    a = load_prm("tiny-prm" if which == "exported" else exported.parent / "qwen-prm")
+    b = load_prm(exported)
     assert (a.layout, a.threshold, a.alpha) == (b.layout, b.threshold, b.alpha)
     for sa, sb in zip(a.score_batch(TRACES), b.score_batch(TRACES)):
         assert sa.steps == sb.steps and sa.trajectory == sb.trajectory and sa.total == sb.total
 
 
-def test_step_pooling_as_vllm_does_it_gives_rfprm_scores(exported):
+@pytest.fixture(scope="module")
+def exported_qwen(tmp_path_factory):
+    """A step-head PRM in the Qwen2.5-Math-PRM layout (chat template, n markers for n steps)."""
+    from rfprm.model import Qwen2ForCausalLM, init_weights
+    root = tmp_path_factory.mktemp("export_qwen")
+    torch.manual_seed(1)
+    lm = Qwen2ForCausalLM(rfprm.preset("tiny", vocab_size=320, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    init_weights(lm, std=0.2)
+    PRM.from_lm(lm, load_prm("tiny-prm").tok, layout="qwen", threshold=0.4).save(root / "qwen-prm")
+    return export_vllm(root / "qwen-prm", root / "qwen-prm-vllm")
+
+
+@pytest.mark.parametrize("which", ["exported", "exported_qwen"])
+def test_step_pooling_as_vllm_does_it_gives_rfprm_scores(which, request):
     """vLLM: tokenize the prompt with the HF tokenizer, run the backbone, apply `score` at every
     step-tag token, softmax, keep p[1]. transformers stands in for vLLM's backbone here."""
     from transformers import AutoTokenizer, Qwen2Model
+    exported = request.getfixturevalue(which)
     prm = load_prm(exported)
     hf_tok = AutoTokenizer.from_pretrained(exported)
     backbone = Qwen2Model.from_pretrained(exported).eval()
@@ -70,8 +88,10 @@ def test_step_pooling_as_vllm_does_it_gives_rfprm_scores(exported):
                 + head["score.2.bias"]
             probs = logits.softmax(-1)[:, 1].tolist()
         s = prm.score(**trace)
-        assert len(probs) == len(s.steps) + 1                                      # rfprm layout: n + 1
-        assert probs[:-1] == pytest.approx(s.steps, abs=1e-5)
+        if prm.layout == "rfprm":                          # n step pairs, then the trajectory's
+            assert len(probs) == len(s.steps) + 1 and probs[:-1] == pytest.approx(s.steps, abs=1e-5)
+        else:                                              # qwen: n pairs, the last is the trajectory
+            assert prm.layout == "qwen" and probs == pytest.approx(s.steps, abs=1e-5)
         assert probs[-1] == pytest.approx(s.trajectory, abs=1e-5)
 
 
