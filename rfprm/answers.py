@@ -84,8 +84,10 @@ def has_math_verify() -> bool:
     return True
 
 
+@lru_cache(maxsize=65536)
 def math_verify_equal(answer: str, reference: str) -> bool:
-    """math-verify's equivalence of two bare answers (each read as `$...$`). Its timeouts use
+    """math-verify's equivalence of two bare answers (each read as `$...$`), cached: sampling
+    repeats the same wrong answers, and a sympy parse costs milliseconds. Its timeouts use
     signals, which only the main thread may set, so other threads run without them."""
     from math_verify import parse, verify
     timeout = 5 if threading.current_thread() is threading.main_thread() else None

@@ -59,7 +59,7 @@ def rollout_trace(problem: str, text: str) -> dict | None:
     if close:
         trajectory, response = head.replace("<think>", "").strip(), tail.strip()
     else:
-        steps = split_steps(text)
+        steps = split_steps(text.replace("<think>", ""))
         trajectory, response = STEP_SEP.join(steps), steps[-1] if steps else ""
     if not split_steps(trajectory) or not response:
         return None
