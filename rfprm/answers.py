@@ -9,12 +9,21 @@ and data selection judge a pick the same way. These functions are that rule, for
 - `normalize_answer` compares integers as numbers ("032", "+32", "32.0", "1,032" are 32 and
   1032) and everything else as text without spaces, `$` or a trailing period. LaTeX
   equivalence (fractions, intervals, units) is beyond it.
+- `is_correct(..., checker=...)` picks the equality: "builtin" (normalize_answer), or
+  "math-verify" (HF's `math-verify` package: parses both answers as LaTeX/sympy, so
+  `\\frac{1}{2}` = `0.5`, `[0, 1)` = `[0,1)`, `10\\text{ cm}` = `10`); an answer either accepts
+  is correct. "auto" (the default, or `set_default_checker`) uses math-verify when it is
+  installed and the built-in checker otherwise; asking for "math-verify" without it is an error.
 - `parse_trace` is strict: a trace with a missing or doubled tag, or an empty part, is None,
   so a malformed sample never passes for a well-formed one.
 """
 from __future__ import annotations
 
 import re
+import threading
+from functools import lru_cache
+
+from .errors import RfprmError
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -46,10 +55,64 @@ def normalize_answer(s: str | int) -> str:
     return str(int(m.group(1))) if m else s
 
 
-def is_correct(response_text: str, answer: str | int) -> bool:
+_INTEGER = re.compile(r"[+-]?\d+")
+CHECKERS = ("auto", "builtin", "math-verify")
+_default_checker = "auto"
+
+
+def set_default_checker(checker: str) -> None:
+    """The checker `is_correct` uses when none is passed (one switch for a whole program)."""
+    global _default_checker
+    _default_checker = _check_checker(checker)
+
+
+def _check_checker(checker: str) -> str:
+    if checker not in CHECKERS:
+        raise RfprmError(f"unknown answer checker {checker!r}; expected one of {', '.join(CHECKERS)}")
+    if checker == "math-verify" and not has_math_verify():
+        raise RfprmError("answer checker 'math-verify' asked for, but the math-verify package is not "
+                         "installed (pip install math-verify), or use checker='builtin'")
+    return checker
+
+
+@lru_cache(maxsize=1)
+def has_math_verify() -> bool:
+    try:
+        import math_verify  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=65536)
+def math_verify_equal(answer: str, reference: str) -> bool:
+    """math-verify's equivalence of two bare answers (each read as `$...$`), cached: sampling
+    repeats the same wrong answers, and a sympy parse costs milliseconds. Its timeouts use
+    signals, which only the main thread may set, so other threads run without them."""
+    from math_verify import parse, verify
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    gold = parse(f"${reference}$", parsing_timeout=timeout)
+    pred = parse(f"${answer}$", parsing_timeout=timeout)
+    return bool(gold and pred and verify(gold, pred, timeout_seconds=timeout))
+
+
+def answers_equal(answer: str | int, reference: str | int, checker: str | None = None) -> bool:
+    """Whether two bare answers are the same, by the chosen checker (see the module docstring)."""
+    checker = _check_checker(checker or _default_checker)
+    a, r = normalize_answer(answer), normalize_answer(reference)
+    if a == r:
+        return True
+    if checker == "builtin" or (checker == "auto" and not has_math_verify()):
+        return False
+    if _INTEGER.fullmatch(a) and _INTEGER.fullmatch(r):
+        return False                     # two different integers: no need to ask sympy
+    return math_verify_equal(a, r)
+
+
+def is_correct(response_text: str, answer: str | int, checker: str | None = None) -> bool:
     """The rule reward: the last \\boxed{} in the response equals the answer."""
     boxed = extract_boxed(response_text)
-    return boxed is not None and normalize_answer(boxed) == normalize_answer(answer)
+    return boxed is not None and answers_equal(boxed, answer, checker)
 
 
 def format_trace(trajectory: str, response: str) -> str:

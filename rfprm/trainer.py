@@ -11,6 +11,11 @@ Notable choices:
   model weights (safetensors), optimizer state (`torch.save` of tensors only, read back with
   `weights_only=True`), and progress.json. `resume=True` continues from there; a run killed
   while writing a checkpoint resumes from the previous one (`errors.recover_dir`).
+- Under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) the same call trains data-parallel
+  (`rfprm/distributed.py`): rank r computes micro-batches r, r + N, ... of each step, gradients
+  and logged metrics are summed over ranks, and only rank 0 writes checkpoints and shows the
+  bar. `grad_accum` (the global batch in micro-batches) must be a multiple of N; the history
+  then equals a single-process run's with the same `grad_accum`.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import RfprmError, atomic_dir, recover_dir
 
 
@@ -106,15 +112,26 @@ def load_train_state(out_dir: Path, model, opt) -> tuple[int, list]:
     return progress["step"], progress["history"]
 
 
+def _save_on_main(out_dir: Path, model, opt, step: int, history: list, cfg: TrainConfig):
+    """Rank 0 writes the checkpoint; the others wait, so a resume always finds it complete."""
+    if distributed.is_main():
+        save_train_state(out_dir, model, opt, step, history, cfg)
+    distributed.barrier()
+
+
 def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: TrainConfig,
           out_dir: str | Path | None = None, resume: bool = False, desc: str = "train",
           callback: Callable | None = None) -> list[dict]:
     """Run the loop. loss_fn(model, batch) -> (loss, {metric: float}); batch_at(step, micro) -> batch.
     `callback(steps_done, model)`, when given, runs after every optimizer step (in train mode;
-    a callback that evaluates should switch to eval mode and back).
+    a callback that evaluates should switch to eval mode and back); under torchrun, on rank 0 only.
     Returns the history: one dict per logged step (step, lr, loss and loss_fn's metrics)."""
     out_dir = Path(out_dir) if out_dir is not None else None
     device = next(model.parameters()).device
+    distributed.init_from_env()
+    my_micros = distributed.my_micro_batches(cfg.grad_accum)   # all of them for one process
+    distributed.broadcast_params(model)
+    main = distributed.is_main()
     model.train()
     if cfg.gradient_checkpointing:
         backbone = getattr(model, "model", model)
@@ -126,21 +143,26 @@ def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: Tr
             raise RfprmError("--resume needs an output directory")
         start, history = load_train_state(out_dir, model, opt)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, dynamic_ncols=True,
+               disable=not main)
     running: dict[str, float] = {}
     logged_steps = 0
     for step in bar:
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        for micro in range(cfg.grad_accum):
+        step_metrics: dict[str, float] = {}
+        for micro in my_micros:
             with autocast:
                 loss, metrics = loss_fn(model, batch_at(step, micro))
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss is {loss.item()} at step {step}: lower the learning rate")
             (loss / cfg.grad_accum).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
-                running[k] = running.get(k, 0.0) + v / cfg.grad_accum
+                step_metrics[k] = step_metrics.get(k, 0.0) + v / cfg.grad_accum
+        distributed.all_reduce_grads(model)                   # sum of the ranks' shares
+        for k, v in distributed.all_reduce_sums(step_metrics).items():
+            running[k] = running.get(k, 0.0) + v
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -151,12 +173,12 @@ def train(model: torch.nn.Module, loss_fn: Callable, batch_at: Callable, cfg: Tr
             history.append(row)
             running, logged_steps = {}, 0
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr")})
-        if callback is not None:
+        if callback is not None and main:
             callback(step + 1, model)
         if out_dir is not None and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
-            save_train_state(out_dir, model, opt, step + 1, history, cfg)
+            _save_on_main(out_dir, model, opt, step + 1, history, cfg)
     if out_dir is not None:
-        save_train_state(out_dir, model, opt, cfg.steps, history, cfg)
+        _save_on_main(out_dir, model, opt, cfg.steps, history, cfg)
     model.eval()
     if cfg.gradient_checkpointing:
         getattr(model, "model", model).gradient_checkpointing = False
