@@ -213,7 +213,7 @@ def rl_step(model, tok, prm, opt, problems, prompt_fn, cfg: RLConfig, step: int,
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        stats.append((float(kl), float(masked_mean(clipped.float(), mask))))
+        stats.append((float(kl.detach()), float(masked_mean(clipped.float(), mask))))
     model.eval()
     return {"step": step + 1, "reward": float(reward.mean()), "rule": float(ro.rule.mean()),
             "prm": float(ro.prm.mean()), "kl": stats[-1][0], "clip_frac": sum(s[1] for s in stats) / len(stats),
