@@ -230,6 +230,12 @@ def mean_spread(values) -> str:
     return f"{100 * statistics.mean(vals):5.1f} ± {100 * sd:4.1f}"
 
 
+def write_json(path, start: dict, runs: list, args, t0: float):
+    with atomic_file(path) as f:
+        json.dump({"start": start, "runs": runs, "args": {k: str(v) for k, v in vars(args).items()},
+                   "seconds": time.time() - t0}, f, indent=2)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads > 0:
@@ -249,6 +255,11 @@ def main(argv=None):
     for method, cfg, out in plan:
         runs.append({"method": method, "seed": cfg.seed,
                      **one_run(args, cfg, out, train, test, judge, f"{method} s{cfg.seed}")})
+        r = runs[-1]
+        print(f"{method} seed {cfg.seed}: sampled {fmt(r['accuracy'])}  greedy {fmt(r['greedy'])}  "
+              f"flawed_correct {fmt(r['flawed_correct'])}", flush=True)
+        if args.json:   # after every run, so a long --compare leaves its finished runs behind
+            write_json(args.json, start, runs, args, t0)
     print(f"\n{'method':<11} {'seeds':>5} {'sampled acc':>13} {'greedy acc':>13} {'flawed_correct':>15}")
     print(f"{'start':<11} {'':>5} {fmt(start['accuracy']):>13} {fmt(start['greedy']):>13} {fmt(start['flawed_correct']):>15}")
     for method in dict.fromkeys(r["method"] for r in runs):
@@ -257,10 +268,6 @@ def main(argv=None):
               f"{mean_spread(r['greedy'] for r in rs):>13} {mean_spread(r['flawed_correct'] for r in rs):>15}")
     print(f"(± : standard deviation over seeds; {len(test)} held-out problems x {args.eval_samples} samples; "
           f"{time.time() - t0:.0f} s in all)")
-    if args.json:
-        with atomic_file(args.json) as f:
-            json.dump({"start": start, "runs": runs, "args": {k: str(v) for k, v in vars(args).items()},
-                       "seconds": time.time() - t0}, f, indent=2)
 
 
 if __name__ == "__main__":
