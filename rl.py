@@ -59,7 +59,7 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, help="RL steps (default 24; 2 with --quick)")
     ap.add_argument("--prompts", type=int, help="prompts per step (default 16; 4 with --quick)")
     ap.add_argument("--group-size", type=int, default=8, help="samples per prompt (G)")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (1e-4 lowered held-out accuracy of tiny-policy)")
     ap.add_argument("--epochs", type=int, default=2, help="inner passes over each step's samples")
     ap.add_argument("--clip-eps", type=float, default=0.2)
     ap.add_argument("--clip-eps-high", type=float, help="upper clip (default = --clip-eps)")
