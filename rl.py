@@ -1,0 +1,274 @@
+"""Online RL of a policy with a process reward model: GRPO with the ReasonFlux-PRM reward mix, or PPO
+with dense step rewards (arXiv 2506.18896, Sec. 4.2; maths in rfprm/rl.py, loop in rfprm/rl_loop.py).
+
+With no arguments it runs GRPO on the built-in world (CPU, minutes): `tiny-policy` trained on world
+problems that no evaluation set holds, rule reward only unless --beta > 0, then evaluated before and
+after on held-out problems (sampled and greedy accuracy, and the share of correct answers reached
+through a step the world's judge marks wrong).
+
+    python rl.py                                   # GRPO, rule reward (beta 0)
+    python rl.py --beta 0.75 --prm-reward last     # the released code's mix
+    python rl.py --algo ppo --beta 0.5             # PPO with dense PRM step rewards (min-form credit)
+    python rl.py --compare --json runs/rl.json     # grpo-rule vs grpo-mix vs ppo-dense over --seeds
+    python rl.py --model DIR --prm DIR --data train.jsonl --eval-data test.jsonl --device cuda
+
+Outputs in --out: the final policy (HF layout), curves.csv and curves.png, rl_state/ for --resume.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rfprm import world
+from rfprm.checkpoint import load_model, save_model
+from rfprm.data import read_records
+from rfprm.errors import RfprmError, atomic_dir, atomic_file, check_writable, cli_main
+from rfprm.paths import resolve_path
+from rfprm.prm import load_prm
+from rfprm.recipes import MAX_NEW_TOKENS, eval_problems, held_out_texts
+from rfprm.rl import PRM_REWARDS, check_beta
+from rfprm.rl_loop import RLConfig, evaluate, read_run_id, run_id_of, train_rl
+from rfprm.tokenizer import load_tokenizer
+
+TRAIN_SEED = 4242        # the world problems RL trains on (none of them in the reserved eval set)
+COMPARE = {"grpo-rule": dict(algo="grpo", beta=0.0), "grpo-mix": dict(algo="grpo", beta=None),
+           "ppo-dense": dict(algo="ppo", beta=None)}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny-policy", help="policy to train (dir or shipped name)")
+    ap.add_argument("--prm", default="tiny-prm", help="process reward model (dir or shipped name)")
+    ap.add_argument("--data", help="training problems, JSONL {problem, answer} (default: the built-in world)")
+    ap.add_argument("--eval-data", help="held-out problems, JSONL {problem, answer} (default: reserved world problems)")
+    ap.add_argument("--eval-problems", type=int, help="how many held-out problems (default 200; 16 with --quick)")
+    ap.add_argument("--eval-samples", type=int, default=4, help="samples per held-out problem for sampled accuracy")
+    ap.add_argument("--algo", default="grpo", choices=["grpo", "ppo"])
+    ap.add_argument("--beta", type=float, default=None, help="PRM share of the reward, in [0, 1] (default 0 for "
+                    "a single run; 0.5 for the mixed runs of --compare)")
+    ap.add_argument("--prm-reward", default="reasonflux", choices=PRM_REWARDS,
+                    help="GRPO's PRM reward: reasonflux total, mean/min of steps, or last (whole answer as one step)")
+    ap.add_argument("--credit", default="min", choices=["min", "sum"], help="PPO credit for step rewards: PURE's min-form or sums")
+    ap.add_argument("--steps", type=int, help="RL steps (default 24; 2 with --quick)")
+    ap.add_argument("--prompts", type=int, help="prompts per step (default 16; 4 with --quick)")
+    ap.add_argument("--group-size", type=int, default=8, help="samples per prompt (G)")
+    ap.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (1e-4 lowered held-out accuracy of tiny-policy)")
+    ap.add_argument("--epochs", type=int, default=2, help="inner passes over each step's samples")
+    ap.add_argument("--clip-eps", type=float, default=0.2)
+    ap.add_argument("--clip-eps-high", type=float, help="upper clip (default = --clip-eps)")
+    ap.add_argument("--kl", type=float, default=0.0, help="k3 KL coefficient to the starting policy (0: no reference kept)")
+    ap.add_argument("--no-std", action="store_true", help="GRPO advantages without dividing by the group std")
+    ap.add_argument("--loss-agg", default="token", choices=["token", "sequence"])
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    ap.add_argument("--compare", action="store_true", help="grpo-rule, grpo-mix and ppo-dense over --seeds")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds for --compare")
+    ap.add_argument("--out", help="output directory (default runs/rl-<time>)")
+    ap.add_argument("--json", help="write the result table here")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="a one-minute run (for the tests)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    args.steps = args.steps or (2 if args.quick else 24)
+    args.prompts = args.prompts or (4 if args.quick else 16)
+    args.eval_problems = args.eval_problems or (16 if args.quick else 200)
+    if args.beta is not None:
+        check_beta(args.beta)
+    if args.resume and not args.out:
+        raise RfprmError("--resume needs --out, the directory of the run to continue")
+    if args.resume and args.compare:
+        raise RfprmError("--resume continues one run; it cannot be combined with --compare")
+    args.out = Path(args.out or f"runs/rl-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.out.exists() and not args.out.is_dir():
+        raise RfprmError(f"--out {args.out} is a file; expected a directory")
+    check_writable(args.out / "x")
+    if args.json:
+        check_writable(args.json)
+    return args
+
+
+def config_for(args, algo: str, beta: float, seed: int) -> RLConfig:
+    return RLConfig(algo=algo, steps=args.steps, prompts_per_step=args.prompts, group_size=args.group_size,
+                    beta=beta, prm_reward=args.prm_reward, lr=args.lr, epochs=args.epochs, clip_eps=args.clip_eps,
+                    clip_eps_high=args.clip_eps_high, kl=args.kl, use_std=not args.no_std, loss_agg=args.loss_agg,
+                    temperature=args.temperature, max_new_tokens=args.max_new_tokens, credit=args.credit,
+                    seed=seed).check()
+
+
+def load_problems(path, what: str, n: int | None) -> list[dict]:
+    records = read_records(path, "problem")
+    for i, rec in enumerate(records, start=1):
+        if not str(rec.get("answer", "")).strip():
+            raise RfprmError(f"{path}: {what} problem {i} has no 'answer'; the rule reward needs one")
+    return list(records[:n] if n else records)
+
+
+def problem_sets(args) -> tuple[list[dict], list[dict]]:
+    as_dicts = lambda ps: [{"problem": p.text, "answer": str(p.answer)} for p in ps]
+    train = (load_problems(args.data, "training", None) if args.data
+             else as_dicts(world.make_problems(2000, TRAIN_SEED, exclude=held_out_texts())))
+    test = (load_problems(args.eval_data, "evaluation", args.eval_problems) if args.eval_data
+            else as_dicts(eval_problems(args.eval_problems)))
+    return train, test
+
+
+def judge_for(args):
+    """The world's step judge for flawed_correct: it only exists for the built-in world."""
+    if args.eval_data:
+        return None
+    return world.judge_steps
+
+
+def write_curves(out: Path, history: list[dict]) -> Path | None:
+    with atomic_file(out / "curves.csv") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    keys = ["reward", "rule", "kl", "entropy", "clip_frac", "flat_groups"]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5))
+    steps = [h["step"] for h in history]
+    for ax, k in zip(axes.flat, keys):
+        ax.plot(steps, [h[k] for h in history])
+        ax.set_title("train accuracy (rule reward)" if k == "rule" else k)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    with atomic_file(out / "curves.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return out / "curves.png"
+
+
+def check_prm(args, cfg: RLConfig):
+    """Load the PRM when the run uses it and refuse dense PPO on a PRM without step scores."""
+    if cfg.beta == 0:
+        return
+    prm = load_prm(resolve_path(args.prm), device="cpu")
+    if cfg.algo == "ppo" and prm.head != "step":
+        raise RfprmError(f"--algo ppo places a reward on every thinking step, but {args.prm} has a {prm.head} "
+                         f"head (no step scores); use --algo grpo or a step-head PRM")
+
+
+def check_out(args, cfg: RLConfig, out: Path) -> dict:
+    """--resume only continues the same run; a fresh run never overwrites one."""
+    run_id = run_id_of(cfg, args.model, args.prm if cfg.beta > 0 else None)
+    held = read_run_id(out)
+    if args.resume:
+        if held is None:
+            raise RfprmError(f"--resume: no RL checkpoint in {out}/rl_state (start without --resume)")
+        if held != run_id:
+            diff = sorted(k for k in set(held) | set(run_id) if held.get(k) != run_id.get(k))
+            raise RfprmError(f"--resume: {out} holds a different run (differs in {', '.join(diff)})")
+    elif held is not None:
+        raise RfprmError(f"{out} already holds an RL run; pass --resume to continue it or choose another --out")
+    return run_id
+
+
+def plan_runs(args) -> list[tuple[str, RLConfig, Path]]:
+    """(method, config, output dir) of every run, all checked before anything slow starts."""
+    if not args.compare:
+        beta = 0.0 if args.beta is None else args.beta
+        method = "ppo-dense" if args.algo == "ppo" else ("grpo-mix" if beta > 0 else "grpo-rule")
+        plan = [(method, config_for(args, args.algo, beta, args.seed), args.out)]
+    else:
+        mix_beta = 0.5 if args.beta is None else args.beta
+        plan = [(m, config_for(args, spec["algo"], mix_beta if spec["beta"] is None else spec["beta"], seed),
+                 args.out / f"{m}-seed{seed}")
+                for seed in range(args.seed, args.seed + args.seeds) for m, spec in COMPARE.items()]
+    load_model(resolve_path(args.model), device="cpu")   # a missing or broken checkpoint fails here
+    for _, cfg, out in plan:
+        check_prm(args, cfg)
+        check_out(args, cfg, out)
+    return plan
+
+
+def one_run(args, cfg: RLConfig, out: Path, train, test, judge, tag: str) -> dict:
+    model_dir = resolve_path(args.model)
+    model, tok = load_model(model_dir, device=args.device), load_tokenizer(model_dir)
+    prm = load_prm(resolve_path(args.prm), device=args.device) if cfg.beta > 0 else None
+    run_id = check_out(args, cfg, out)
+    bar = tqdm(total=cfg.steps, desc=tag, dynamic_ncols=True)
+    def on_step(h):
+        bar.update(1)
+        bar.set_postfix(reward=f"{h['reward']:.3f}", rule=f"{h['rule']:.3f}", kl=f"{h['kl']:.4f}")
+    history = train_rl(model, tok, prm, train, world.problem_prompt, cfg, out, run_id, args.resume, on_step=on_step)
+    bar.close()
+    after = evaluate(model, tok, test, world.problem_prompt, judge, cfg.temperature, args.eval_samples,
+                     cfg.max_new_tokens, seed=10_000 + cfg.seed)
+    with atomic_dir(out / "model") as tmp:
+        save_model(model, tmp)
+        tok.save(tmp)
+    plot = write_curves(out, history)
+    print(f"{tag}: curves in {out / 'curves.csv'}" + (f", picture in {plot}" if plot else "")
+          + f", policy in {out / 'model'}")
+    return after
+
+
+def fmt(x) -> str:
+    return "n/a" if x is None else f"{100 * x:5.1f}"
+
+
+def mean_spread(values) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{100 * statistics.mean(vals):5.1f} ± {100 * sd:4.1f}"
+
+
+def write_json(path, start: dict, runs: list, args, t0: float):
+    with atomic_file(path) as f:
+        json.dump({"start": start, "runs": runs, "args": {k: str(v) for k, v in vars(args).items()},
+                   "seconds": time.time() - t0}, f, indent=2)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    train, test = problem_sets(args)
+    judge = judge_for(args)
+    plan = plan_runs(args)
+    model_dir = resolve_path(args.model)
+    start_model = load_model(model_dir, device=args.device)
+    start = evaluate(start_model, load_tokenizer(model_dir), test, world.problem_prompt, judge, args.temperature,
+                     args.eval_samples, args.max_new_tokens, seed=10_000)
+    del start_model
+    print(f"start on {len(test)} held-out problems: sampled {fmt(start['accuracy'])}  greedy {fmt(start['greedy'])}"
+          f"  flawed_correct {fmt(start['flawed_correct'])}")
+    runs = []
+    for method, cfg, out in plan:
+        runs.append({"method": method, "seed": cfg.seed,
+                     **one_run(args, cfg, out, train, test, judge, f"{method} s{cfg.seed}")})
+        r = runs[-1]
+        print(f"{method} seed {cfg.seed}: sampled {fmt(r['accuracy'])}  greedy {fmt(r['greedy'])}  "
+              f"flawed_correct {fmt(r['flawed_correct'])}", flush=True)
+        if args.json:   # after every run, so a long --compare leaves its finished runs behind
+            write_json(args.json, start, runs, args, t0)
+    print(f"\n{'method':<11} {'seeds':>5} {'sampled acc':>13} {'greedy acc':>13} {'flawed_correct':>15}")
+    print(f"{'start':<11} {'':>5} {fmt(start['accuracy']):>13} {fmt(start['greedy']):>13} {fmt(start['flawed_correct']):>15}")
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method]
+        print(f"{method:<11} {len(rs):>5} {mean_spread(r['accuracy'] for r in rs):>13} "
+              f"{mean_spread(r['greedy'] for r in rs):>13} {mean_spread(r['flawed_correct'] for r in rs):>15}")
+    print(f"(± : standard deviation over seeds; {len(test)} held-out problems x {args.eval_samples} samples; "
+          f"{time.time() - t0:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    cli_main(main)
