@@ -30,9 +30,9 @@ from rfprm import world
 from rfprm.checkpoint import load_model, save_model
 from rfprm.data import read_records
 from rfprm.errors import RfprmError, atomic_dir, atomic_file, check_writable, cli_main
-from rfprm.paths import resolve_path
+from rfprm.errors import resolve_path
 from rfprm.prm import load_prm
-from rfprm.recipes import MAX_NEW_TOKENS, eval_problems, held_out_texts
+from rfprm.world.task import MAX_NEW_TOKENS, eval_problems, held_out_texts
 from rfprm.rl import PRM_REWARDS, check_beta
 from rfprm.rl_loop import RLConfig, evaluate, read_run_id, run_id_of, train_rl
 from rfprm.tokenizer import load_tokenizer

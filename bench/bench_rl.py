@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rfprm import load_model, load_prm, load_tokenizer, world  # noqa: E402
 from rfprm import rl_loop  # noqa: E402
 from rfprm.answers import is_correct  # noqa: E402
-from rfprm.paths import resolve_path  # noqa: E402
+from rfprm.errors import resolve_path  # noqa: E402
 from rfprm.rl_loop import RLConfig, rl_step  # noqa: E402
 
 TIMES: dict[str, float] = {}

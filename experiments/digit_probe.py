@@ -25,7 +25,7 @@ import rfprm
 from rfprm import world
 from rfprm.errors import RfprmError, cli_main
 from rfprm.evaluate import auc
-from rfprm.recipes import held_out_texts
+from rfprm.world.task import held_out_texts
 
 SLIPS = ("right", "units ±1", "tens ±10")
 

@@ -21,7 +21,7 @@ import statistics
 from rfprm import world
 from rfprm.errors import RfprmError, cli_main
 from rfprm.evaluate import choose_threshold, evaluate_scores
-from rfprm.labels import world_labeller
+from rfprm.world.task import world_labeller
 from rfprm.prm_train import hide_eval_fields
 
 SIGNALS = ("fused", "quality", "alignment", "coherence")

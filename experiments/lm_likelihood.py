@@ -23,7 +23,7 @@ from rfprm import world
 from rfprm.answers import format_trace
 from rfprm.errors import cli_main
 from rfprm.evaluate import choose_threshold, evaluate_scores
-from rfprm.recipes import held_out_texts
+from rfprm.world.task import held_out_texts
 from rfprm.steps import split_steps
 
 ORDERS = ("thinking-first", "response-first")

@@ -29,7 +29,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .errors import RfprmError, atomic_dir, cli_main
+from .checkpoint import load_config, load_model, save_model
+from .errors import RfprmError, atomic_dir, cli_main, resolve_path
+from .tokenizer import has_tokenizer, load_tokenizer
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
@@ -185,9 +187,6 @@ def load_adapter(module: nn.Module, adapter_dir, trainable: tuple[str, ...] = ()
 
 def merge_checkpoint(model_path, adapter_dir, out) -> Path:
     """Base checkpoint + adapter -> a plain HF checkpoint with the update merged in."""
-    from .checkpoint import load_config, load_model, save_model
-    from .paths import resolve_path
-    from .tokenizer_files import has_tokenizer, load_tokenizer
     base = resolve_path(model_path)
     dtype = getattr(torch, load_config(base).torch_dtype or "float32", torch.float32)
     model = load_model(base, dtype="float32")                 # merge in float32, then round once

@@ -27,7 +27,7 @@ import torch
 
 from rfprm.config import preset
 from rfprm.model import Qwen2ForCausalLM, init_weights
-from rfprm.sft import lm_loss, make_batches
+from rfprm.selection import lm_loss, make_batches
 from rfprm.trainer import TrainConfig, load_train_state, make_optimizer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ CHILD = textwrap.dedent("""
     import rfprm.trainer as trainer
     from rfprm.config import preset
     from rfprm.model import Qwen2ForCausalLM, init_weights
-    from rfprm.sft import lm_loss, make_batches
+    from rfprm.selection import lm_loss, make_batches
 
     out, where, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     saves = 0

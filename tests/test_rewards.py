@@ -7,7 +7,7 @@ import pytest
 
 from rfprm import rewards
 from rfprm.errors import RfprmError
-from rfprm.paths import resolve_path
+from rfprm.errors import resolve_path
 from rfprm.prm import load_prm
 from rfprm.rewards import PRMReward, make_compute_score, rollout_trace
 

@@ -13,7 +13,7 @@ import torch
 from rfprm import load_model, load_prm, load_tokenizer
 from rfprm.answers import format_trace
 from rfprm.errors import RfprmError
-from rfprm.paths import resolve_path
+from rfprm.errors import resolve_path
 from rfprm.rl import (aggregate_prm, clipped_objective, clipped_value_loss, credit_weights, gae, gae_ref,
                       group_advantages, k3_kl, masked_mean, mix_rewards, place_rewards, whiten)
 from rfprm.rl_loop import (RLConfig, pack, response_logprobs, thinking_step_ends, token_char_ends, train_rl)
