@@ -1,5 +1,5 @@
 """Online RL of a policy with a process reward model: GRPO with the ReasonFlux-PRM reward mix, or PPO
-with dense step rewards (arXiv 2506.18896, Sec. 4.2; maths in rfprm/rl.py, loop in rfprm/rl_loop.py).
+with dense step rewards (arXiv 2506.18896, online RL; maths in rfprm/rl.py, loop in rfprm/rl_loop.py).
 
 With no arguments it runs GRPO on the built-in world (CPU, minutes): `tiny-policy` trained on world
 problems that no evaluation set holds, rule reward only unless --beta > 0, then evaluated before and

@@ -1,7 +1,7 @@
 """Final answers and the R1 output format: the rule reward every use of the PRM shares.
 
 A reasoning model writes `<think>\\n{trajectory}\\n</think>\\n\\n{response}` and the response ends
-in `\\boxed{answer}`. ReasonFlux-PRM's RL recipe (arXiv 2506.18896, Sec. 4.2; the released
+in `\\boxed{answer}`. ReasonFlux-PRM's RL recipe (arXiv 2506.18896, online RL; the released
 code) rewards a rollout 1 when its last `\\boxed{}` matches the reference, else 0; Best-of-N
 and data selection judge a pick the same way. These functions are that rule, for any task.
 

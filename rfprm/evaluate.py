@@ -9,7 +9,7 @@
   error is not labelled in ProcessBench and may be right or wrong.
 - The threshold is a property of the PRM, chosen on a validation split to maximise F1 and
   stored with the checkpoint; fused labels put even wrong steps well above 0 (softmax
-  weighting, method.md), so 0.5 need not be the boundary.
+  weighting of the three signals, arXiv 2506.18896), so 0.5 need not be the boundary.
 - `python -m rfprm.evaluate processbench FILE... --prm DIR [--json PATH]` runs this on the
   official ProcessBench JSONL files: accuracy on flawed (error_acc) and on correct solutions
   (correct_acc) and F1 per file, and the unweighted mean F1 over files.

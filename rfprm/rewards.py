@@ -1,6 +1,6 @@
 """An rfprm PRM as the reward of other RL trainers: TRL's GRPOTrainer and verl.
 
-The paper's online-RL reward (arXiv 2506.18896 Sec. 4.2, method.md "Online RL") mixes the 0/1
+The paper's online-RL reward (arXiv 2506.18896, online RL) mixes the 0/1
 rule reward with the PRM's score of the rollout:
 
     r = (1 - beta) * r_rule + beta * r_PRM        (beta = 0.75 in the released code)

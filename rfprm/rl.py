@@ -1,6 +1,6 @@
 """The maths of online RL with a process reward model: small pure functions beside their formulas.
 
-ReasonFlux-PRM's RL use (arXiv 2506.18896, Sec. 4.2) mixes a PRM score into GRPO's reward,
+ReasonFlux-PRM's RL use (arXiv 2506.18896, online RL) mixes a PRM score into GRPO's reward,
 r = (1 - beta) * r_rule + beta * r_PRM, with beta = 0.75 in the released code. rfprm offers that
 scalar mix (GRPO) and dense step rewards (PPO with a critic and GAE). The loop that uses these
 functions is `rfprm.rl_loop`; every function here has a by-hand check in tests/test_rl.py.
