@@ -6,7 +6,7 @@
 vLLM serves Qwen2.5-Math-PRM (and ReasonFlux-PRM-7B, same head) as `Qwen2ForProcessRewardModel`:
 a Qwen2 backbone (`model.*`), the head `score = Linear(h, h) -> ReLU -> Linear(h, 2)` (tensors
 `score.0.*`, `score.2.*`), no `lm_head`, and a pooling step that returns softmax(logits) at every
-step-tag token. rfprm's step-head PRM (arXiv 2506.18896 Sec. 4.1: a 2-class step head on a
+step-tag token. rfprm's step-head PRM (arXiv 2506.18896: a 2-class step head on a
 Qwen2.5 backbone) has exactly that module tree, so the export is a re-save with what vLLM reads:
 
 - config.json: `architectures: ["Qwen2ForProcessRewardModel"]`, `model_type: "qwen2"`,
