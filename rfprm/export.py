@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .checkpoint import save_state_dict
 from .errors import RfprmError, atomic_dir, cli_main
-from .prm import PRM, load_prm
+from .prm import PRM, load_prm, to_hf_name
 from .prm_layout import render
 from .tokenizer import STEP_TAG
 
@@ -110,7 +110,7 @@ def export_vllm(prm_dir, out) -> Path:
                          f"it with rfprm (rfprm.load_prm(...).score_batch), or train a step-head PRM "
                          f"(the 7B / Qwen2.5-Math-PRM head) and export that")
     out = Path(out)
-    state = prm.state_dict()          # model.* and score.*: the names vLLM loads; no lm_head
+    state = {to_hf_name(n): t for n, t in prm.state_dict().items()}   # model.*, score.*: vLLM's names
     with atomic_dir(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(vllm_config(prm), indent=2))
         save_state_dict(state, tmp)

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import load_config, load_model, save_model
 from .errors import RfprmError, atomic_dir, cli_main, resolve_path
+from .prm import from_hf_name, to_hf_name   # a PRM's head is `step_head` here, `score` in HF files
 from .tokenizer import has_tokenizer, load_tokenizer
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -103,7 +104,7 @@ def apply_lora(module: nn.Module, config: LoraConfig, trainable: tuple[str, ...]
     if not targets:
         raise RfprmError(f"no linear named {', '.join(config.target_modules)} in this model")
     for p_name, p in module.named_parameters():
-        p.requires_grad_(any(p_name.startswith(t) for t in trainable))
+        p.requires_grad_(any(to_hf_name(p_name).startswith(t) or p_name.startswith(t) for t in trainable))
     for _, m in targets:
         w = m.weight
         m.lora_A = nn.Linear(m.in_features, config.r, bias=False, device=w.device, dtype=w.dtype)
@@ -137,6 +138,7 @@ def adapter_state(module: nn.Module, extra: tuple[str, ...] = ()) -> dict[str, t
     """The adapter tensors under PEFT's names (plus parameters starting with `extra`, e.g. a head)."""
     state = {}
     for name, t in module.state_dict().items():
+        name = to_hf_name(name)
         if ".lora_A." in name or ".lora_B." in name or any(name.startswith(e) for e in extra):
             state[PEFT_PREFIX + name] = t.detach().contiguous().cpu()
     return state
@@ -170,7 +172,7 @@ def load_adapter(module: nn.Module, adapter_dir, trainable: tuple[str, ...] = ()
     apply_lora(module, config, trainable)
     own = module.state_dict()
     for name, t in tensors.items():
-        target = name.removeprefix(PEFT_PREFIX).replace(".lora_A.default.", ".lora_A.").replace(
+        target = from_hf_name(name.removeprefix(PEFT_PREFIX)).replace(".lora_A.default.", ".lora_A.").replace(
             ".lora_B.default.", ".lora_B.")
         if target not in own:
             remove_lora(module, merge=False)

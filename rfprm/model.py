@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from . import decode
-from .decode import DecodeWeights, fuse_linears
+from .decode import DecodeWeights, decode_logits, decode_step, decode_weights, fuse_linears, weight_first
 from .kernels import apply_rope, rms_norm, rope_matrix, swiglu
 
 
@@ -266,13 +265,13 @@ class Qwen2Model(nn.Module):
             fuse_linears(m.gate_proj, m.up_proj)
 
     def decode_weights(self) -> DecodeWeights:
-        return decode.decode_weights(self)
+        return decode_weights(self)
 
     def weight_first(self, batch: int) -> bool:
-        return decode.weight_first(self, batch)
+        return weight_first(self, batch)
 
     def decode_step(self, tokens, rotation, attn_mask, cache: KVCache, weights: DecodeWeights | None = None):
-        return decode.decode_step(self, tokens, rotation, attn_mask, cache, weights)
+        return decode_step(self, tokens, rotation, attn_mask, cache, weights)
 
 
 class Qwen2ForCausalLM(nn.Module):
@@ -302,7 +301,7 @@ class Qwen2ForCausalLM(nn.Module):
     def decode_logits(self, tokens, rotation, attn_mask, cache: KVCache, vocab_limit: int | None = None,
                       weights: DecodeWeights | None = None):
         """One decode step -> logits (B, vocab_limit); see rfprm/decode.py."""
-        return decode.decode_logits(self, tokens, rotation, attn_mask, cache, vocab_limit, weights)
+        return decode_logits(self, tokens, rotation, attn_mask, cache, vocab_limit, weights)
 
     def tied_parameter_names(self) -> set[str]:
         """Parameters a checkpoint may omit because they share another's weight."""

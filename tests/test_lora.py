@@ -134,8 +134,8 @@ def test_prm_lora_trains_adapters_and_head_and_round_trips(tmp_path):
         before = prm.model(ids)
     apply_lora(prm, LoraConfig(r=4, target_modules=("q_proj", "down_proj")), trainable=("score.",))
     trainable = {n for n, p in prm.named_parameters() if p.requires_grad}
-    assert any(n.startswith("score.") for n in trainable)
-    assert all(n.startswith("score.") or ".lora_" in n for n in trainable)
+    assert any(n.startswith("step_head.") for n in trainable)          # HF's score.* head
+    assert all(n.startswith("step_head.") or ".lora_" in n for n in trainable)
     with torch.no_grad():
         torch.testing.assert_close(prm.model(ids), before)              # B starts at zero
         for n, p in prm.named_parameters():
@@ -146,4 +146,4 @@ def test_prm_lora_trains_adapters_and_head_and_round_trips(tmp_path):
     again = load_adapter(rfprm.load_prm("tiny-prm"), tmp_path / "adapter", trainable=("score.",))
     with torch.no_grad():
         torch.testing.assert_close(again.model(ids), after)
-        torch.testing.assert_close(again.state_dict()["score.0.weight"], prm.state_dict()["score.0.weight"])
+        torch.testing.assert_close(again.state_dict()["step_head.0.weight"], prm.state_dict()["step_head.0.weight"])
