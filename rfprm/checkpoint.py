@@ -203,8 +203,20 @@ def tensor_names(ckpt: Path) -> set[str]:
 
 
 # ---- writing ----
+def refuse_lora(state: dict) -> None:
+    """One clear error when `state` still holds LoRA tensors (rfprm/lora.py): written as a plain
+    checkpoint they would be ignored by every loader, or be a half-merged model."""
+    lora = next((n for n in state if ".lora_A." in n or ".lora_B." in n), None)
+    if lora is not None:
+        raise RfprmError(f"refusing to save a model that still carries LoRA adapters ({lora}): save the "
+                         f"adapter (rfprm.lora.save_adapter) or merge it first (rfprm.lora.remove_lora("
+                         f"model, merge=True), or python -m rfprm.lora merge)")
+
+
 def save_state_dict(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int = 5 * 2**30):
-    """Write tensors as model.safetensors, or shards plus model.safetensors.index.json."""
+    """Write tensors as model.safetensors, or shards plus model.safetensors.index.json.
+    A state with LoRA tensors is refused: a plain checkpoint holds merged weights only."""
+    refuse_lora(state)
     state = {n: t.detach().contiguous().cpu() for n, t in state.items()}
     shards, current, size = [], {}, 0
     for n, t in state.items():
@@ -233,6 +245,7 @@ def save_model(model: Qwen2ForCausalLM, out, max_shard_bytes: int = 5 * 2**30, e
     out = Path(out)
     cfg = model.cfg.replace(torch_dtype=str(model.dtype).removeprefix("torch."))
     state = model.state_dict()
+    refuse_lora(state)                       # before anything is written
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     with atomic_dir(out) as tmp:

@@ -60,13 +60,15 @@ class LoraConfig:
     def scaling(self) -> float:
         return self.alpha / self.r
 
-    def to_peft(self, base: str = "") -> dict:
-        """PEFT's adapter_config.json for these settings."""
-        return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r, "lora_alpha": self.alpha,
+    def to_peft(self, base: str = "", task_type: str | None = "CAUSAL_LM", modules_to_save=None) -> dict:
+        """PEFT's adapter_config.json for these settings. A PRM's adapter has no task type (PEFT's
+        plain PeftModel wraps any module) and keeps its head in full as modules_to_save=["score"]."""
+        return {"peft_type": "LORA", "task_type": task_type, "r": self.r, "lora_alpha": self.alpha,
                 "lora_dropout": self.dropout, "target_modules": list(self.target_modules),
                 "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
                 "init_lora_weights": True, "use_rslora": False, "use_dora": False,
-                "modules_to_save": None, "base_model_name_or_path": base}
+                "modules_to_save": list(modules_to_save) if modules_to_save else None,
+                "base_model_name_or_path": base}
 
     @classmethod
     def from_peft(cls, d: dict, where: str) -> "LoraConfig":
@@ -144,15 +146,25 @@ def adapter_state(module: nn.Module, extra: tuple[str, ...] = ()) -> dict[str, t
     return state
 
 
-def save_adapter(module: nn.Module, out, base: str = "", extra: tuple[str, ...] = ()) -> Path:
-    """Write adapter_config.json + adapter_model.safetensors (atomically) -> out."""
+def has_lora(module: nn.Module) -> bool:
+    return bool(lora_linears(module))
+
+
+def save_adapter(module: nn.Module, out, base: str = "", extra: tuple[str, ...] = (),
+                 task_type: str | None = "CAUSAL_LM", write_more=None) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors (atomically) -> out. `extra` names
+    whole modules saved beside the adapters (PEFT's modules_to_save, e.g. ("score.",) for a PRM's
+    head); `write_more(tmp_dir)`, when given, adds files (a tokenizer) inside the same atomic write."""
     config = getattr(module, "lora_config", None)
     if config is None:
         raise RfprmError("save_adapter: this model has no LoRA adapters (call apply_lora first)")
     out = Path(out)
+    peft = config.to_peft(str(base), task_type, [e.rstrip(".") for e in extra])
     with atomic_dir(out) as tmp:
-        (tmp / "adapter_config.json").write_text(json.dumps(config.to_peft(str(base)), indent=2))
+        (tmp / "adapter_config.json").write_text(json.dumps(peft, indent=2))
         save_file(adapter_state(module, extra), tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+        if write_more is not None:
+            write_more(tmp)
     return out
 
 

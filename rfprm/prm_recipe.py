@@ -31,8 +31,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .errors import RfprmError
-from .prm import load_prm
-from .prm_train import PRMTrainSpec, evaluate_prm, hide_eval_fields, outcome_targets, train_prm_model
+from .prm_train import (PRMTrainSpec, evaluate_prm, hide_eval_fields, load_trained_prm, outcome_targets,
+                        save_trained_prm, train_prm_model)
 
 VARIANTS = ("reasonflux", "step-only", "outcome")
 
@@ -199,14 +199,16 @@ def progress_eval(every: int, val: list[dict], test: list[dict], name: str, step
 
 def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[str], work: Path, *, out: Path,
                    val: list[dict], test: list[dict], seed: int = 0, bf16: bool = False, resume: bool = False,
-                   init_prm=None, marker_target=None, is_correct=None):
+                   init_prm=None, marker_target=None, is_correct=None, train_options: dict | None = None):
     """Train every variant on `labelled` from `lm` (its backbone, or `init_prm`'s weights), each
     under work/run_i; choose each threshold on `val` and measure on `test` (when both are
     given); save the first variant to `out`, the others to work/baseline_i.
+    `train_options`: more PRMTrainSpec fields (lora, grad_accum, log_every: how to train, not what).
     -> ({variant: evaluation}, the first variant's PRM)."""
     r = choose_first_stage_targets(r, labelled)
     spec = PRMTrainSpec(steps=r.steps, batch_size=r.batch_size, lr=r.lr, seed=seed, lambda_step=r.lambda_step,
-                        lambda_final=r.lambda_final, lm_aux=r.lm_aux, bucket=r.bucket, bf16=bf16, compile=r.compile)
+                        lambda_final=r.lambda_final, lm_aux=r.lm_aux, bucket=r.bucket, bf16=bf16, compile=r.compile,
+                        **(train_options or {}))
     needs_first = r.second_stage_steps and set(variants) - {"outcome"}
     first_records = first_stage_records(labelled, r.first_stage_targets) if needs_first else labelled
     results, main_prm, shared = {}, None, None     # shared: the saved first stage, trained once
@@ -231,12 +233,12 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
                                   init_prm=init_prm if k == 0 else prm_dir,
                                   marker_target=marker_target if s.marker_aux else None)
             if is_first:
-                prm.save(saved)
+                save_trained_prm(prm, saved)       # rank 0 writes under torchrun; LoRA: the adapter
                 shared = prm_dir = saved
-        prm = prm if prm is not None else load_prm(prm_dir)
+        prm = prm if prm is not None else load_trained_prm(prm_dir)
         prm.alpha = r.alpha
         if val and test:
             results[name] = dict(evaluate_prm(prm, val, test), alpha=prm.alpha)   # also sets prm.threshold
-        prm.save(out if i == 0 else work / f"baseline_{i}")
+        save_trained_prm(prm, out if i == 0 else work / f"baseline_{i}")
         main_prm = main_prm or prm
     return results, main_prm

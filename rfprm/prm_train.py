@@ -30,17 +30,22 @@ holds.
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .errors import RfprmError
+from . import distributed
+from .checkpoint import load_model
+from .errors import RfprmError, resolve_path
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
+from .lora import LoraConfig, apply_lora, has_lora, load_adapter, save_adapter
 from .prm import PRM, load_prm, prm_loss
-from .prm_layout import collate, prm_examples
+from .prm_layout import collate, prm_examples, render
+from .tokenizer import load_tokenizer
 from .steps import split_steps
 from .trainer import TrainConfig, train
 
@@ -68,6 +73,10 @@ class PRMTrainSpec:
     marker_aux: float = 0.0       # weight of the marker auxiliary (module docstring; needs a marker_target)
     marker_tokens: str = "last"   # which tokens of the correct result the marker names: "last" or "all"
     weight_decay: float = 0.1     # AdamW's, on matrices only (TrainConfig)
+    lora: LoraConfig | None = None  # train LoRA adapters + the step head instead of every weight
+    lora_base: str = ""           # the checkpoint the adapters apply to (written in adapter_config.json)
+    grad_accum: int = 0           # micro-batches per optimizer step over all processes (0: one per process)
+    log_every: int = 10           # a training-log row (train_state/progress.json) every this many steps
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -185,7 +194,12 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     `marker_target`: step text -> its correct result (str) or None, for spec.marker_aux."""
     torch.manual_seed(spec.seed)
     prm = PRM.from_lm(init_lm, tok, layout=layout)
-    if init_prm is not None:
+    if init_prm is not None and is_lora_prm(init_prm):
+        if spec.lora is None:
+            raise RfprmError(f"--init-prm {init_prm} is a LoRA adapter: train on with --lora, or merge it first")
+        load_adapter(prm, init_prm, trainable=HEAD)        # a LoRA first stage: its adapters and head
+        prm.lora_base = spec.lora_base
+    elif init_prm is not None:
         try:
             start = load_prm(init_prm, device=str(prm.device))
         except RfprmError as e:
@@ -195,6 +209,9 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
             raise RfprmError(f"--init-prm {init_prm}: expected a step-head PRM with the same "
                              f"tensors as the model ({start.describe()})")
         prm.load_state_dict(theirs)
+    if spec.lora is not None and not has_lora(prm):
+        apply_lora(prm, spec.lora, trainable=HEAD)          # everything else frozen
+        prm.lora_base = spec.lora_base
     examples = prm_examples(prm.tok, labelled, layout, prm.max_len, prm.response_as_step)
     if not any(e.step_targets is not None or e.trajectory_target is not None for e in examples):
         raise RfprmError("PRM training: no example has step_rewards or trajectory_reward")
@@ -212,11 +229,13 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                              "task's step_result; the built-in world has one, --data has none): set marker_aux=0")
         add_marker_targets(prm.tok, examples, labelled, marker_target, spec.marker_tokens)
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
+    micro_size, grad_accum = micro_batches(spec.batch_size, spec.grad_accum)
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16, schedule=spec.schedule,
-                      weight_decay=spec.weight_decay,
-                      gradient_checkpointing=spec.gradient_checkpointing, log_every=10)
-    batch_at = bucketed_batches(examples, sound, spec.batch_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
+                      weight_decay=spec.weight_decay, grad_accum=grad_accum,
+                      gradient_checkpointing=spec.gradient_checkpointing, log_every=spec.log_every)
+    batch_at = bucketed_batches(examples, sound, micro_size, spec.seed, pad, cfg.grad_accum, spec.bucket)
+    trainable = {n: p.requires_grad for n, p in prm.named_parameters()}
     if spec.freeze_backbone:
         # Only the step head learns: no gradient flows into the backbone, so a step costs about a
         # forward pass (the auxiliary losses were switched off above).
@@ -228,8 +247,83 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
     finally:
         if spec.compile:
             prm.compile_backbone(False)   # scoring afterwards runs the eager reference
-        prm.model.requires_grad_(True)
+        for n, p in prm.named_parameters():
+            p.requires_grad_(trainable[n])
     return prm.eval()
+
+
+def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
+    """(micro-batch size, micro-batches per optimizer step) for a global batch of `global_batch`
+    traces split into `grad_accum` micro-batches over all processes (0: one per process). The
+    same global batch and grad_accum give the same run on one process or under torchrun."""
+    world = distributed.world_size()
+    grad_accum = grad_accum or world
+    if grad_accum < 1 or grad_accum % world or global_batch % grad_accum:
+        raise RfprmError(f"batch of {global_batch} traces in {grad_accum} micro-batches over {world} "
+                         f"process(es): the micro-batches must divide the batch evenly and be a multiple "
+                         f"of the number of processes")
+    return global_batch // grad_accum, grad_accum
+
+
+# ----------------------------------------------------------------------------- saving (LoRA or not)
+
+HEAD = ("score.",)            # a PRM's step head under HF's name: trained in full beside the adapters
+META = "rfprm_prm.json"       # a LoRA PRM's layout, threshold and alpha (a full PRM keeps them in config.json)
+
+
+def is_lora_prm(path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def save_trained_prm(prm: PRM, out) -> Path:
+    """prm.save(out), or for a PRM carrying LoRA adapters the adapter directory: PEFT's
+    adapter_config.json (modules_to_save ["score"]) + adapter_model.safetensors (adapters and
+    the step head under PEFT's names), the PRM's settings (rfprm_prm.json) and its tokenizer.
+    Under torchrun rank 0 writes and every rank waits for it."""
+    out = Path(out)
+    if distributed.is_main():
+        if has_lora(prm):
+            meta = {"layout": prm.layout, "head": prm.head, "threshold": prm.threshold, "alpha": prm.alpha,
+                    "response_as_step": prm.response_as_step}
+            def more(tmp):
+                (tmp / META).write_text(json.dumps(meta, indent=2))
+                prm.tok.save(tmp)
+            save_adapter(prm, out, base=getattr(prm, "lora_base", ""), extra=HEAD, task_type=None, write_more=more)
+        else:
+            prm.save(out)
+    distributed.barrier()
+    return out
+
+
+def load_lora_prm(adapter_dir, base=None, device: str = "cpu") -> PRM:
+    """A PRM saved by save_trained_prm with LoRA: its base LM (`base`, default the path in
+    adapter_config.json) + the adapters and step head, in eval mode. Merge it into a plain PRM
+    checkpoint with rfprm.lora.remove_lora(prm, merge=True) and prm.save(dir)."""
+    adapter_dir = Path(adapter_dir)
+    if not is_lora_prm(adapter_dir) or not (adapter_dir / META).is_file():
+        raise RfprmError(f"{adapter_dir}: not a LoRA PRM (expected adapter_config.json and {META})")
+    base = base or json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise RfprmError(f"{adapter_dir}: adapter_config.json names no base model; pass the base explicitly")
+    meta = json.loads((adapter_dir / META).read_text())
+    base = resolve_path(base)
+    prm = PRM.from_lm(load_model(base, device=device), load_tokenizer(adapter_dir), layout=meta["layout"],
+                      threshold=meta["threshold"], alpha=meta["alpha"], response_as_step=meta["response_as_step"])
+    return load_adapter(prm, adapter_dir).eval()
+
+
+def load_trained_prm(path, device: str = "cpu") -> PRM:
+    """What save_trained_prm wrote: a PRM checkpoint, or a LoRA PRM on its base."""
+    return load_lora_prm(path, device=device) if is_lora_prm(path) else load_prm(path, device=device)
+
+
+def longest_input(tok, records: list[dict], layout: str, sample: int = 64) -> int:
+    """Tokens of the longest PRM input among `records` (the `sample` longest by characters are
+    tokenized): the sequence length a memory estimate needs before anything is labelled."""
+    texts = [render(layout, r.get("problem", ""), r.get("trajectory", ""), r.get("response", ""))[0]
+             for r in records]
+    longest = sorted(texts, key=len, reverse=True)[:sample]
+    return max((len(tok.encode(t)) for t in longest), default=1)
 
 
 def evaluate_prm(prm: PRM, val: list[dict], test: list[dict], batch_size: int = 32) -> dict:
