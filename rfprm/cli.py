@@ -13,8 +13,10 @@ Flags that mean the same everywhere are registered here, once, with one help tex
 Research knobs are not flags: they are fields of a preset, a plain dataclass, and each script
 keeps a table of named presets (as gpt-fast keeps its model configs). `--preset NAME` picks one,
 `--set field=value[,field=value]` changes fields of it, `--show-preset` prints the result.
-`--lora R` and `--dry-run` are defined here too, for the one-GPU work; a script registers them
-with add_common once it implements them (none does yet).
+The one-GPU flags: `add_lora_flags(ap)` registers --lora R with --lora-alpha, --lora-dropout
+and --lora-targets (`lora_config(args)` turns them into a rfprm.lora.LoraConfig, or None), and
+add_common(ap, "dry_run", "force") the memory check that `memory_check(cfg, settings, args)` runs
+before training (rfprm/memory.py).
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ COMMON = {
     # For the one-GPU work: defined here so every script means the same by them, registered by a
     # script (add_common(ap, "lora", "dry_run")) once it implements them.
     "lora": dict(type=int, default=0, metavar="R", help="train LoRA adapters of rank R instead of every weight (0: off)"),
-    "dry_run": dict(action="store_true", help="print the memory estimate and exit"),
+    "dry_run": dict(action="store_true", help="print the memory estimate and exit without writing anything"),
+    "force": dict(action="store_true", help="run even when the memory estimate exceeds the device's free memory"),
 }
 
 
@@ -80,6 +83,42 @@ def add_preset_flags(ap, presets: dict, default: str | None):
     group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="change preset fields, e.g. --set steps=500,lr=5e-4 (repeatable)")
     group.add_argument("--show-preset", action="store_true", help="print the preset's fields and exit")
+
+
+def add_lora_flags(ap, what: str = "the model"):
+    """--lora R and its settings (PEFT's names and defaults: alpha 2R, every linear of a layer)."""
+    from .lora import ALL_LINEARS
+    group = ap.add_argument_group("LoRA (train low-rank adapters instead of every weight)")
+    options = dict(COMMON["lora"])
+    options["help"] = (f"train LoRA adapters of rank R on {what} (0: off); the output is then a PEFT "
+                       f"adapter directory; merge it into a plain checkpoint with python -m rfprm.lora merge")
+    group.add_argument("--lora", **options)
+    group.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA scaling alpha (default 2R)")
+    group.add_argument("--lora-dropout", type=float, default=0.0, metavar="P", help="dropout on the adapters' input")
+    group.add_argument("--lora-targets", default=",".join(ALL_LINEARS), metavar="LIST",
+                       help="comma-separated linears to adapt (default: all of a layer's)")
+
+
+def lora_config(args):
+    """--lora and friends -> rfprm.lora.LoraConfig (bad values: one RfprmError line), or None for --lora 0."""
+    from .lora import LoraConfig
+    if getattr(args, "lora", 0) == 0:
+        return None
+    if args.lora < 0:
+        raise RfprmError(f"--lora must be a positive rank (or 0 for off), got {args.lora}")
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    alpha = 2.0 * args.lora if args.lora_alpha is None else args.lora_alpha
+    finite(alpha, "--lora-alpha", positive=True)
+    return LoraConfig(r=args.lora, alpha=alpha, dropout=args.lora_dropout, target_modules=targets)
+
+
+def memory_check(cfg, settings, args, show: bool = True) -> bool:
+    """Print the memory estimate (when `show`; under torchrun only rank 0 shows it) and refuse a
+    run it says cannot fit unless --force (rfprm.memory.preflight). -> True when --dry-run asks to
+    stop here."""
+    from .memory import preflight
+    preflight(cfg, settings, args.device, force=getattr(args, "force", False), quiet=not show)
+    return bool(getattr(args, "dry_run", False))
 
 
 # ----------------------------------------------------------------------------- presets

@@ -171,6 +171,13 @@ def union_of_keys(keys: list[str]) -> list[str]:
     return sorted(names)
 
 
+def from_main(text: str) -> str:
+    """Rank 0's `text` on every rank (e.g. a run name made from the clock); itself outside torchrun."""
+    if not is_distributed() or not dist.is_initialized():
+        return text
+    return union_of_keys([text] if is_main() else [])[0]
+
+
 def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
     """Sum a dict of floats over ranks; a name missing on a rank counts 0 there."""
     if not is_distributed() or not dist.is_initialized():

@@ -31,11 +31,13 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import load_config, load_model, save_model
 from .errors import RfprmError, atomic_dir, cli_main, resolve_path
-from .prm import from_hf_name, to_hf_name   # a PRM's head is `step_head` here, `score` in HF files
+from .prm import PRM, from_hf_name, to_hf_name   # a PRM's head is `step_head` here, `score` in HF files
 from .tokenizer import has_tokenizer, load_tokenizer
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
+HEAD = ("score.",)            # a PRM's step head under HF's name: saved in full beside its adapters
+PRM_META = "rfprm_prm.json"   # a LoRA PRM's layout, threshold and alpha (a full PRM keeps them in config.json)
 
 
 @dataclass
@@ -199,9 +201,36 @@ def load_adapter(module: nn.Module, adapter_dir, trainable: tuple[str, ...] = ()
     return module
 
 
+def is_lora_prm(path) -> bool:
+    """A PRM's LoRA adapter (rfprm.prm_train.save_trained_prm), not a plain checkpoint."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_lora_prm(adapter_dir, base=None, device: str = "cpu") -> PRM:
+    """A PRM saved by save_trained_prm with LoRA: its base LM (`base`, default the path in
+    adapter_config.json) + the adapters and step head, in eval mode. Merge it into a plain PRM
+    checkpoint with rfprm.lora.remove_lora(prm, merge=True) and prm.save(dir)."""
+    adapter_dir = Path(adapter_dir)
+    if not is_lora_prm(adapter_dir) or not (adapter_dir / PRM_META).is_file():
+        raise RfprmError(f"{adapter_dir}: not a LoRA PRM (expected adapter_config.json and {PRM_META})")
+    base = base or json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise RfprmError(f"{adapter_dir}: adapter_config.json names no base model; pass the base explicitly")
+    meta = json.loads((adapter_dir / PRM_META).read_text())
+    base = resolve_path(base)
+    prm = PRM.from_lm(load_model(base, device=device), load_tokenizer(adapter_dir), layout=meta["layout"],
+                      threshold=meta["threshold"], alpha=meta["alpha"], response_as_step=meta["response_as_step"])
+    return load_adapter(prm, adapter_dir).eval()
+
+
 def merge_checkpoint(model_path, adapter_dir, out) -> Path:
-    """Base checkpoint + adapter -> a plain HF checkpoint with the update merged in."""
+    """Base checkpoint + adapter -> a plain HF checkpoint with the update merged in; for a PRM's
+    adapter (it has rfprm_prm.json) a PRM checkpoint (rfprm.load_prm reads it)."""
     base = resolve_path(model_path)
+    if (Path(adapter_dir) / PRM_META).is_file():
+        prm = load_lora_prm(adapter_dir, base)               # float32 on the CPU
+        remove_lora(prm, merge=True)
+        return prm.to(getattr(torch, load_config(base).torch_dtype or "float32", torch.float32)).save(out)
     dtype = getattr(torch, load_config(base).torch_dtype or "float32", torch.float32)
     model = load_model(base, dtype="float32")                 # merge in float32, then round once
     load_adapter(model, adapter_dir)

@@ -38,14 +38,13 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import load_model
-from .errors import RfprmError, resolve_path
+from .errors import RfprmError
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
-from .lora import LoraConfig, apply_lora, has_lora, load_adapter, save_adapter
+from .lora import (HEAD, PRM_META, LoraConfig, apply_lora, has_lora, is_lora_prm, load_adapter, load_lora_prm,
+                   save_adapter)
 from .prm import PRM, load_prm, prm_loss
 from .prm_layout import collate, prm_examples, render
-from .tokenizer import load_tokenizer
 from .steps import split_steps
 from .trainer import TrainConfig, train
 
@@ -267,14 +266,6 @@ def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- saving (LoRA or not)
 
-HEAD = ("score.",)            # a PRM's step head under HF's name: trained in full beside the adapters
-META = "rfprm_prm.json"       # a LoRA PRM's layout, threshold and alpha (a full PRM keeps them in config.json)
-
-
-def is_lora_prm(path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
 def save_trained_prm(prm: PRM, out) -> Path:
     """prm.save(out), or for a PRM carrying LoRA adapters the adapter directory: PEFT's
     adapter_config.json (modules_to_save ["score"]) + adapter_model.safetensors (adapters and
@@ -286,30 +277,13 @@ def save_trained_prm(prm: PRM, out) -> Path:
             meta = {"layout": prm.layout, "head": prm.head, "threshold": prm.threshold, "alpha": prm.alpha,
                     "response_as_step": prm.response_as_step}
             def more(tmp):
-                (tmp / META).write_text(json.dumps(meta, indent=2))
+                (tmp / PRM_META).write_text(json.dumps(meta, indent=2))
                 prm.tok.save(tmp)
             save_adapter(prm, out, base=getattr(prm, "lora_base", ""), extra=HEAD, task_type=None, write_more=more)
         else:
             prm.save(out)
     distributed.barrier()
     return out
-
-
-def load_lora_prm(adapter_dir, base=None, device: str = "cpu") -> PRM:
-    """A PRM saved by save_trained_prm with LoRA: its base LM (`base`, default the path in
-    adapter_config.json) + the adapters and step head, in eval mode. Merge it into a plain PRM
-    checkpoint with rfprm.lora.remove_lora(prm, merge=True) and prm.save(dir)."""
-    adapter_dir = Path(adapter_dir)
-    if not is_lora_prm(adapter_dir) or not (adapter_dir / META).is_file():
-        raise RfprmError(f"{adapter_dir}: not a LoRA PRM (expected adapter_config.json and {META})")
-    base = base or json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise RfprmError(f"{adapter_dir}: adapter_config.json names no base model; pass the base explicitly")
-    meta = json.loads((adapter_dir / META).read_text())
-    base = resolve_path(base)
-    prm = PRM.from_lm(load_model(base, device=device), load_tokenizer(adapter_dir), layout=meta["layout"],
-                      threshold=meta["threshold"], alpha=meta["alpha"], response_as_step=meta["response_as_step"])
-    return load_adapter(prm, adapter_dir).eval()
 
 
 def load_trained_prm(path, device: str = "cpu") -> PRM:
