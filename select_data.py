@@ -17,20 +17,30 @@ while another job held the second core).
 The teacher and first error of a world trace are hidden from every scorer; they are used only
 to print what each method picked. The step-only method is the same PRM with α = 0 unless
 --step-prm names a separately trained λ_final = 0 PRM. See rfprm/selection.py.
+
+On one GPU at scale, `--sft --lora R` trains the students' LoRA adapters only (merged into each
+student before it is asked); the memory estimate is printed first, `--dry-run` stops there, and a
+run it says cannot fit is refused unless --force. Under `torchrun --nproc_per_node N select_data.py
+--sft ...` each student's batch (sft_batch_size) is split into --grad-accum micro-batches over the
+processes, each process asks its share of the problems, and rank 0 alone writes and prints.
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 
-from rfprm import cli
-from rfprm.checkpoint import load_model
+from rfprm import cli, distributed
+from rfprm.checkpoint import load_config, load_model
 from rfprm.data import read_records
 from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
+from rfprm.memory import RunSettings
 from rfprm.prm import load_prm
-from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, outcome_passes,
-                             result_table, select, teacher_table, write_top)
+from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, micro_batches,
+                             outcome_passes, rank as ranked, result_table, select, student_examples, teacher_table,
+                             write_top)
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import EVAL_RESERVE, MAX_NEW_TOKENS, TASK as WORLD, eval_problems, held_out_texts
@@ -57,7 +67,7 @@ PRESETS = {"default": SelectPreset(),
 def parse_args(argv=None):
     ap = cli.make_parser(__doc__, "select_data.py")
     cli.add_common(ap, "prm", "data", "fields", "skip_bad", "out", "json", "seed", "device", "quick", "threads",
-                   prm="the PRM that scores the pool (default tiny-prm)", data="JSONL pool of traces "
+                   "dry_run", "force", prm="the PRM that scores the pool (default tiny-prm)", data="JSONL pool of traces "
                    "(default: the built-in world's mixed teachers)", out="the top k as JSONL (default: "
                    "runs/select-<time>.jsonl)", json="write the student table here (implies --sft)")
     ap.set_defaults(prm="tiny-prm")
@@ -74,6 +84,9 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", type=int, metavar="N", help="--sft: students per method (default 3; 2 with --quick)")
     ap.add_argument("--eval-data", metavar="FILE", help="--sft: JSONL problems {problem, answer} to evaluate on "
                                                         "(default: the world's reserved problems)")
+    ap.add_argument("--grad-accum", type=int, default=0, metavar="N",
+                    help="--sft: micro-batches per student step over all processes (default: one per process)")
+    cli.add_lora_flags(ap, "each student (--sft)")
     cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
     args.preset = args.preset or ("quick" if args.quick else "default")
@@ -97,6 +110,10 @@ def check_args(args) -> None:
                         ("max_new_tokens", s.max_new_tokens), ("score_batch_size", s.score_batch_size)]:
         cli.at_least(value, 1, name)
     cli.finite(s.lr, "lr", positive=True)
+    cli.at_least(args.grad_accum, 0, "--grad-accum", " (0 = one per process)")
+    if (args.lora or args.grad_accum) and not args.sft:
+        raise RfprmError("--lora and --grad-accum train the students: add --sft")
+    cli.lora_config(args)              # bad --lora values stop here; main builds the config
     cli.finite(args.alpha, "--alpha")
     args.methods = parse_methods(args.methods)
     args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
@@ -104,7 +121,7 @@ def check_args(args) -> None:
         raise RfprmError(f"eval_problems: at most {EVAL_RESERVE} reserved problems, got {s.eval_problems}")
     if not args.data and (args.fields or args.skip_bad):
         raise RfprmError("--fields and --skip-bad apply to --data; the built-in pool needs neither")
-    args.out = args.out or cli.run_name("select") + ".jsonl"
+    args.out = args.out or distributed.from_main(cli.run_name("select")) + ".jsonl"   # one name for every rank
     cli.check_output(args.out, "--out")
     if args.json:
         cli.check_output(args.json, "--json")
@@ -141,11 +158,46 @@ def score_pool(path, pool, args, what="PRM"):
                            batch_size=args.settings.score_batch_size, progress=True)
 
 
+def memory_settings(args, pool: list[dict]) -> tuple:
+    """(model config, RunSettings) of the heaviest phase: with --sft one student's training step on
+    the longest pool traces plus its answering batch's KV cache; without, the PRM's scoring."""
+    s = args.settings
+    if not args.sft:
+        cfg = load_config(resolve_path(args.prm))
+        return cfg, RunSettings(batch=s.score_batch_size, seq_len=cfg.max_position_embeddings, dtype=dtype_of(args, cfg))
+    base = resolve_path(args.model)
+    cfg, tok = load_config(base), load_tokenizer(base)
+    longest = sorted(pool, key=lambda r: len(r.get("trajectory", "")) + len(r.get("response", "")))[-64:]
+    seq = max(len(p) + len(c) for p, c in student_examples(tok, longest))
+    micro, _ = micro_batches(s.sft_batch_size, args.grad_accum)
+    lora = cli.lora_config(args)
+    return cfg, RunSettings(batch=micro, seq_len=min(seq, cfg.max_position_embeddings), dtype=dtype_of(args, cfg),
+                            train=True, lora_r=lora.r if lora else 0, lora_targets=lora.target_modules if lora else (),
+                            sample_batch=StudentSpec().eval_batch_size, sample_len=min(seq, cfg.max_position_embeddings))
+
+
+def dtype_of(args, cfg) -> str:
+    return (cfg.torch_dtype or "float32") if args.device.startswith("cuda") else "float32"
+
+
 def main(argv=None):
+    distributed.init_from_env()        # under torchrun: join the group (gloo on CPU, NCCL on GPU)
+    try:
+        run(argv)
+        distributed.barrier()
+    finally:
+        distributed.cleanup()
+
+
+def run(argv=None):
     args = parse_args(argv)
     if args.show_preset:
         print(cli.show_preset(args.preset, args.settings))
         return
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")   # one table, from rank 0 (errors still reach stderr)
+    if args.device.startswith("cuda") and distributed.is_distributed():
+        args.device = str(distributed.local_device())       # cuda:LOCAL_RANK
     s, task, t0, alpha = args.settings, TEXT_TASK if args.data else WORLD, time.time(), args.alpha
     # ---- everything that can fail fast, before any slow work ----
     pool = load_pool(args)
@@ -162,6 +214,9 @@ def main(argv=None):
             print(f"warning: {len(seen)} evaluation problems are also in the pool; students may have seen them")
         if "outcome" in args.methods:
             outcome_passes(pool, task.is_correct)
+    model_cfg, settings = memory_settings(args, pool)
+    if cli.memory_check(model_cfg, settings, args):
+        return                                              # --dry-run: nothing written
 
     # ---- score and select ----
     scores = score_pool(prm_path, pool, args)
@@ -170,7 +225,8 @@ def main(argv=None):
     if args.sft and "step_only" in args.methods and not has_steps:
         raise RfprmError("the step-only method needs step scores, but the PRM has a scalar head; "
                          "give --step-prm DIR or leave step_only out of --methods")
-    top = write_top(args.out, pool, scores, alpha, args.k)
+    top = write_top(args.out, pool, scores, alpha, args.k) if distributed.is_main() else \
+        ranked(scores, alpha)[:args.k]                    # the same picks; rank 0 writes them
     how = f"mean step + {alpha:g} · trajectory" if any(x.steps for x in scores) else "trajectory score (scalar head)"
     print(f"wrote the top {args.k} of {len(pool)} traces by {how} to {args.out}")
     picks = {f"ReasonFlux (α={alpha:g})": top}
@@ -191,7 +247,7 @@ def main(argv=None):
     tok, base = load_tokenizer(base_dir), load_model(base_dir, device=args.device)
     problems, seeds, t1 = load_eval(args), [args.seed + i for i in range(args.seeds)], time.time()
     spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
-                       bf16=args.device.startswith("cuda"))
+                       bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum)
     results, notes, n_students = compare_students(base, tok, pool, problems, spec, methods=args.methods, seeds=seeds,
                                                   k=args.k, scores=scores, step_scores=step_scores, alpha=alpha,
                                                   alpha_sweep=args.alpha_sweep, task=task)
@@ -199,7 +255,7 @@ def main(argv=None):
     print(format_students(results, notes, args.seeds, len(problems), alpha, args.alpha_sweep))
     seconds = time.time() - t0
     print(f"\n{seconds:.0f} s in all, {per_student:.1f} s per student")
-    if args.json:
+    if args.json and distributed.is_main():
         chosen = teacher_table(pool, picks, task.teachers) if any("teacher" in r for r in pool) else {}
         table = result_table(results, notes, alpha=alpha, alpha_sweep=args.alpha_sweep, k=args.k, n_pool=len(pool),
                              n_problems=len(problems), seeds=seeds, picks=chosen)

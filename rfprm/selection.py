@@ -33,6 +33,11 @@ Notable choices:
   (`rfprm.task`) says how a problem is put to the student and how its answer is checked.
 - A trace's teacher and first error (fields of the built-in world's pools) are never shown to a scorer; `teacher_table`
   uses them afterwards, to show what each method picked.
+- On one GPU at scale a student can train LoRA adapters only (`StudentSpec.lora`, rfprm/lora.py);
+  they are merged into the student's own copy before it is asked (plain decoding, same answers).
+  Under torchrun each student's global batch is split into micro-batches over the processes
+  (`StudentSpec.grad_accum`, rfprm/distributed.py), and each process asks its share of the
+  problems; the correct answers are summed over processes.
 """
 from __future__ import annotations
 
@@ -46,8 +51,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .answers import format_trace, is_correct as boxed_is_correct
 from .errors import RfprmError, atomic_file
+from .lora import LoraConfig, apply_lora, remove_lora
 from .generate import chat_complete
 from .kernels import linear_cross_entropy
 from .task import TEXT_TASK, Task
@@ -268,6 +275,20 @@ class StudentSpec:
     max_new_tokens: int = 160      # enough for a 4-step trace of the world
     eval_batch_size: int = 64      # prompts per generation batch
     bf16: bool = False             # autocast on CUDA
+    lora: LoraConfig | None = None  # train LoRA adapters only (merged into the student before it is asked)
+    grad_accum: int = 0            # micro-batches per optimizer step over all processes (0: one per process)
+
+
+def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
+    """(micro-batch size, micro-batches per step) for `global_batch` examples split into
+    `grad_accum` micro-batches over all processes (0: one per process)."""
+    world = distributed.world_size()
+    grad_accum = grad_accum or world
+    if grad_accum < 1 or grad_accum % world or global_batch % grad_accum:
+        raise RfprmError(f"student batch of {global_batch} examples in {grad_accum} micro-batches over {world} "
+                         f"process(es): the micro-batches must divide the batch evenly and be a multiple "
+                         f"of the number of processes")
+    return global_batch // grad_accum, grad_accum
 
 
 def student_examples(tok, records: list[dict], task: Task = TEXT_TASK) -> list[tuple[list[int], list[int]]]:
@@ -280,11 +301,16 @@ def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, 
                   task: Task = TEXT_TASK):
     """A fresh copy of `base` fine-tuned on `records` (the base itself is left untouched)."""
     model = copy.deepcopy(base)
+    micro, grad_accum = micro_batches(spec.batch_size, spec.grad_accum)
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 10),
-                      log_every=min(10, spec.steps), bf16=spec.bf16)
+                      log_every=min(10, spec.steps), bf16=spec.bf16, grad_accum=grad_accum)
     pad = tok.pad_id if tok.pad_id is not None else 0  # padding is never learned (labels -100)
-    train_sft(model, student_examples(tok, records, task), cfg, batch_size=spec.batch_size, seed=seed,
+    if spec.lora is not None:
+        apply_lora(model, spec.lora)                    # only the adapters train
+    train_sft(model, student_examples(tok, records, task), cfg, batch_size=micro, seed=seed,
               pad_id=pad, desc=desc)
+    if spec.lora is not None:
+        remove_lora(model, merge=True)                  # W + (alpha / r) B A: plain decoding from here
     return model
 
 
@@ -292,10 +318,12 @@ def accuracy(model, tok, problems: list[tuple[str, str]], spec: StudentSpec, tas
     """Greedy answers to (problem text, answer) pairs -> share that task.is_correct accepts."""
     if not problems:
         raise RfprmError("no evaluation problems")
-    answers = chat_complete(model, tok, [task.prompt(text) for text, _ in problems],
+    mine = problems[distributed.rank()::distributed.world_size()]   # all of them for one process
+    answers = chat_complete(model, tok, [task.prompt(text) for text, _ in mine],
                             max_new_tokens=spec.max_new_tokens, temperature=0.0,
-                            batch_size=spec.eval_batch_size, progress=True)
-    return sum(task.is_correct(a, ans) for a, (_, ans) in zip(answers, problems)) / len(problems)
+                            batch_size=spec.eval_batch_size, progress=distributed.is_main()) if mine else []
+    correct = sum(task.is_correct(a, ans) for a, (_, ans) in zip(answers, mine))
+    return distributed.all_reduce_sums({"correct": float(correct)})["correct"] / len(problems)
 
 
 def student_accuracy(base, tok, records: list[dict], problems: list[tuple[str, str]], spec: StudentSpec,
