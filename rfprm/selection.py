@@ -306,6 +306,7 @@ def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, 
                       log_every=min(10, spec.steps), bf16=spec.bf16, grad_accum=grad_accum)
     pad = tok.pad_id if tok.pad_id is not None else 0  # padding is never learned (labels -100)
     if spec.lora is not None:
+        torch.manual_seed(seed)                         # the adapters' random A: a function of the seed
         apply_lora(model, spec.lora)                    # only the adapters train
     train_sft(model, student_examples(tok, records, task), cfg, batch_size=micro, seed=seed,
               pad_id=pad, desc=desc)
