@@ -13,34 +13,25 @@ while another job held the second core).
     python select_data.py --quick --sft                   # a one-minute version
     python select_data.py --prm DIR --data pool.jsonl --k 1000 --out top.jsonl
     python select_data.py --prm DIR --data pool.jsonl --sft --model DIR --eval-data problems.jsonl
+    torchrun --nproc_per_node 2 select_data.py --sft --lora 8   # LoRA students over 2 processes
 
 The teacher and first error of a world trace are hidden from every scorer; they are used only
 to print what each method picked. The step-only method is the same PRM with α = 0 unless
 --step-prm names a separately trained λ_final = 0 PRM. See rfprm/selection.py.
-
-On one GPU at scale, `--sft --lora R` trains the students' LoRA adapters only (merged into each
-student before it is asked); the memory estimate is printed first, `--dry-run` stops there, and a
-run it says cannot fit is refused unless --force. Under `torchrun --nproc_per_node N select_data.py
---sft ...` each student's batch (sft_batch_size) is split into --grad-accum micro-batches over the
-processes, each process asks its share of the problems, and rank 0 alone writes and prints.
 """
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass
 
 from rfprm import cli, distributed
-from rfprm.checkpoint import load_config, load_model
+from rfprm.checkpoint import load_model
 from rfprm.data import read_records
 from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
-from rfprm.memory import RunSettings
 from rfprm.prm import load_prm
-from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, micro_batches,
-                             outcome_passes, rank as ranked, result_table, select, student_examples, teacher_table,
-                             write_top)
+from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, outcome_passes,
+                             result_table, select, student_memory, teacher_table, write_top)
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import EVAL_RESERVE, MAX_NEW_TOKENS, TASK as WORLD, eval_problems, held_out_texts
@@ -67,7 +58,7 @@ PRESETS = {"default": SelectPreset(),
 def parse_args(argv=None):
     ap = cli.make_parser(__doc__, "select_data.py")
     cli.add_common(ap, "prm", "data", "fields", "skip_bad", "out", "json", "seed", "device", "quick", "threads",
-                   "dry_run", "force", prm="the PRM that scores the pool (default tiny-prm)", data="JSONL pool of traces "
+                   prm="the PRM that scores the pool (default tiny-prm)", data="JSONL pool of traces "
                    "(default: the built-in world's mixed teachers)", out="the top k as JSONL (default: "
                    "runs/select-<time>.jsonl)", json="write the student table here (implies --sft)")
     ap.set_defaults(prm="tiny-prm")
@@ -84,9 +75,7 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", type=int, metavar="N", help="--sft: students per method (default 3; 2 with --quick)")
     ap.add_argument("--eval-data", metavar="FILE", help="--sft: JSONL problems {problem, answer} to evaluate on "
                                                         "(default: the world's reserved problems)")
-    ap.add_argument("--grad-accum", type=int, default=0, metavar="N",
-                    help="--sft: micro-batches per student step over all processes (default: one per process)")
-    cli.add_lora_flags(ap, "each student (--sft)")
+    cli.add_scale_flags(ap, "each student")
     cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
     args.preset = args.preset or ("quick" if args.quick else "default")
@@ -102,6 +91,7 @@ def check_args(args) -> None:
         raise RfprmError("--model is the base every student starts from: it is used only with --sft "
                          "(add --sft to train students on each selection, or leave --model out)")
     args.sft = args.sft or bool(args.json)
+    cli.check_scale_flags(args, args.sft, "are about the students: add --sft")
     args.model = args.model or "tiny-base"
     args.k = args.k if args.k is not None else 12 if args.quick else 1000
     args.seeds = args.seeds if args.seeds is not None else 2 if args.quick else 3
@@ -110,10 +100,6 @@ def check_args(args) -> None:
                         ("max_new_tokens", s.max_new_tokens), ("score_batch_size", s.score_batch_size)]:
         cli.at_least(value, 1, name)
     cli.finite(s.lr, "lr", positive=True)
-    cli.at_least(args.grad_accum, 0, "--grad-accum", " (0 = one per process)")
-    if (args.lora or args.grad_accum) and not args.sft:
-        raise RfprmError("--lora and --grad-accum train the students: add --sft")
-    cli.lora_config(args)              # bad --lora values stop here; main builds the config
     cli.finite(args.alpha, "--alpha")
     args.methods = parse_methods(args.methods)
     args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
@@ -121,7 +107,7 @@ def check_args(args) -> None:
         raise RfprmError(f"eval_problems: at most {EVAL_RESERVE} reserved problems, got {s.eval_problems}")
     if not args.data and (args.fields or args.skip_bad):
         raise RfprmError("--fields and --skip-bad apply to --data; the built-in pool needs neither")
-    args.out = args.out or distributed.from_main(cli.run_name("select")) + ".jsonl"   # one name for every rank
+    args.out = args.out or cli.run_name("select") + ".jsonl"
     cli.check_output(args.out, "--out")
     if args.json:
         cli.check_output(args.json, "--json")
@@ -158,46 +144,11 @@ def score_pool(path, pool, args, what="PRM"):
                            batch_size=args.settings.score_batch_size, progress=True)
 
 
-def memory_settings(args, pool: list[dict]) -> tuple:
-    """(model config, RunSettings) of the heaviest phase: with --sft one student's training step on
-    the longest pool traces plus its answering batch's KV cache; without, the PRM's scoring."""
-    s = args.settings
-    if not args.sft:
-        cfg = load_config(resolve_path(args.prm))
-        return cfg, RunSettings(batch=s.score_batch_size, seq_len=cfg.max_position_embeddings, dtype=dtype_of(args, cfg))
-    base = resolve_path(args.model)
-    cfg, tok = load_config(base), load_tokenizer(base)
-    longest = sorted(pool, key=lambda r: len(r.get("trajectory", "")) + len(r.get("response", "")))[-64:]
-    seq = max(len(p) + len(c) for p, c in student_examples(tok, longest))
-    micro, _ = micro_batches(s.sft_batch_size, args.grad_accum)
-    lora = cli.lora_config(args)
-    return cfg, RunSettings(batch=micro, seq_len=min(seq, cfg.max_position_embeddings), dtype=dtype_of(args, cfg),
-                            train=True, lora_r=lora.r if lora else 0, lora_targets=lora.target_modules if lora else (),
-                            sample_batch=StudentSpec().eval_batch_size, sample_len=min(seq, cfg.max_position_embeddings))
-
-
-def dtype_of(args, cfg) -> str:
-    return (cfg.torch_dtype or "float32") if args.device.startswith("cuda") else "float32"
-
-
 def main(argv=None):
-    distributed.init_from_env()        # under torchrun: join the group (gloo on CPU, NCCL on GPU)
-    try:
-        run(argv)
-        distributed.barrier()
-    finally:
-        distributed.cleanup()
-
-
-def run(argv=None):
     args = parse_args(argv)
     if args.show_preset:
         print(cli.show_preset(args.preset, args.settings))
         return
-    if not distributed.is_main():
-        sys.stdout = open(os.devnull, "w")   # one table, from rank 0 (errors still reach stderr)
-    if args.device.startswith("cuda") and distributed.is_distributed():
-        args.device = str(distributed.local_device())       # cuda:LOCAL_RANK
     s, task, t0, alpha = args.settings, TEXT_TASK if args.data else WORLD, time.time(), args.alpha
     # ---- everything that can fail fast, before any slow work ----
     pool = load_pool(args)
@@ -207,16 +158,17 @@ def run(argv=None):
         raise RfprmError(f"--k {args.k} is larger than the pool ({len(pool)} traces); expected k <= {len(pool)}")
     prm_path = resolve_path(args.prm)
     step_prm_path = resolve_path(args.step_prm) if args.step_prm else None
+    spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
+                       bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum)
     if args.sft:
-        resolve_path(args.model)
+        base_dir = resolve_path(args.model)
+        if cli.memory_check(*student_memory(base_dir, pool, spec, args.device), args):
+            return                                          # --dry-run: nothing written
         seen = {r["problem"].strip() for r in pool} & {text.strip() for text, _ in load_eval(args)}
         if seen:
             print(f"warning: {len(seen)} evaluation problems are also in the pool; students may have seen them")
         if "outcome" in args.methods:
             outcome_passes(pool, task.is_correct)
-    model_cfg, settings = memory_settings(args, pool)
-    if cli.memory_check(model_cfg, settings, args):
-        return                                              # --dry-run: nothing written
 
     # ---- score and select ----
     scores = score_pool(prm_path, pool, args)
@@ -225,8 +177,7 @@ def run(argv=None):
     if args.sft and "step_only" in args.methods and not has_steps:
         raise RfprmError("the step-only method needs step scores, but the PRM has a scalar head; "
                          "give --step-prm DIR or leave step_only out of --methods")
-    top = write_top(args.out, pool, scores, alpha, args.k) if distributed.is_main() else \
-        ranked(scores, alpha)[:args.k]                    # the same picks; rank 0 writes them
+    top = write_top(args.out, pool, scores, alpha, args.k)
     how = f"mean step + {alpha:g} · trajectory" if any(x.steps for x in scores) else "trajectory score (scalar head)"
     print(f"wrote the top {args.k} of {len(pool)} traces by {how} to {args.out}")
     picks = {f"ReasonFlux (α={alpha:g})": top}
@@ -243,11 +194,8 @@ def run(argv=None):
         return
 
     # ---- students ----
-    base_dir = resolve_path(args.model)
     tok, base = load_tokenizer(base_dir), load_model(base_dir, device=args.device)
     problems, seeds, t1 = load_eval(args), [args.seed + i for i in range(args.seeds)], time.time()
-    spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
-                       bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum)
     results, notes, n_students = compare_students(base, tok, pool, problems, spec, methods=args.methods, seeds=seeds,
                                                   k=args.k, scores=scores, step_scores=step_scores, alpha=alpha,
                                                   alpha_sweep=args.alpha_sweep, task=task)
@@ -267,4 +215,4 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(cli.under_torchrun(main))   # alone, or one of torchrun's processes

@@ -17,15 +17,8 @@ them. Results go to a new directory under runs/.
     python train_prm.py --preset chain-start              # the first command of the shipped tiny-prm
     python train_prm.py --model DIR --data traces.jsonl --val-data v.jsonl --test-data t.jsonl
 
-One GPU at 7B: `--lora R` trains LoRA adapters and the step head only, and --out is then a PEFT
-adapter directory (rfprm.prm_train.load_trained_prm reads it; `python -m rfprm.lora merge --model
-BASE --adapter OUT --out DIR` merges the backbone's adapters). The memory estimate is printed first;
-`--dry-run` stops there, and a run it says cannot fit is refused unless --force. Several GPUs (or CPU
-processes): the same command under `torchrun --nproc_per_node N train_prm.py ...`; the preset's
-batch_size is the global batch, split into --grad-accum micro-batches over the processes.
-
-    python train_prm.py --model Qwen2.5-7B-Instruct-dir --data traces.jsonl --lora 16 --dry-run
-    torchrun --nproc_per_node 2 train_prm.py --quick --grad-accum 2
+At scale: `--lora R` (--out is a PEFT adapter; python -m rfprm.lora merge), `--dry-run` (the memory
+estimate), `torchrun --nproc_per_node N train_prm.py` (batch_size split into --grad-accum parts).
 
 With --data (preset `data`: every layer, no marker auxiliary), traces that carry `step_rewards`
 are used as they are; others are labelled with --judge (a local instruct model, default
@@ -43,10 +36,9 @@ from rfprm.checkpoint import load_config, load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, resolve_path
 from rfprm.labels import llm_labeller, sample_traces
-from rfprm.memory import RunSettings
 from rfprm.prm_layout import STEP_TAG
 from rfprm.prm_recipe import PRESETS, check_recipe, parse_variants, quick, train_variants
-from rfprm.prm_train import hide_eval_fields, keep_layers, longest_input, micro_batches
+from rfprm.prm_train import format_results, hide_eval_fields, keep_layers, lora_depth, training_memory
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import MAX_NEW_TOKENS, TASK as WORLD, fresh_problems, trace_splits, world_labeller
@@ -55,7 +47,7 @@ from rfprm.world.task import MAX_NEW_TOKENS, TASK as WORLD, fresh_problems, trac
 def parse_args(argv=None):
     ap = cli.make_parser(__doc__, "train_prm.py")
     cli.add_common(ap, "model", "data", "fields", "skip_bad", "out", "json", "seed", "device", "quick", "resume",
-                   "threads", "dry_run", "force", model="the LM whose backbone starts the PRM (default tiny-policy)",
+                   "threads", model="the LM whose backbone starts the PRM (default tiny-policy)",
                    data="JSONL traces to train on (default: the built-in world)",
                    out="the trained PRM's directory (default: runs/train_prm-<time>/prm)",
                    json="write the evaluation table here", resume="continue an interrupted run (same --out / --work)")
@@ -69,20 +61,13 @@ def parse_args(argv=None):
                                                   "directory, or runs/<out name>-work for an explicit --out)")
     ap.add_argument("--variants", default="reasonflux", help="PRMs to train, the first is --out: reasonflux, "
                                                              "step-only (λ_final = 0), outcome (outcome-only RM)")
-    ap.add_argument("--grad-accum", type=int, default=0, metavar="N",
-                    help="micro-batches per optimizer step over all processes (default: one per process); "
-                         "the same N gives the same run on one process or under torchrun")
-    ap.add_argument("--log-every", type=int, default=10, metavar="N",
-                    help="a training-log row (work/run_*/train_state/progress.json) every N steps (default 10)")
-    cli.add_lora_flags(ap, "the PRM's backbone")
+    cli.add_scale_flags(ap, "the backbone (+ the head)", "; --out is then an adapter to merge")
     cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
     cli.check_common(args)
-    cli.at_least(args.grad_accum, 0, "--grad-accum", " (0 = one per process)")
-    cli.at_least(args.log_every, 1, "--log-every")
-    if cli.lora_config(args) and args.init_prm:
-        raise RfprmError("--lora with --init-prm: the adapters apply to --model; merge the PRM first or "
-                         "train without --lora")
+    cli.check_scale_flags(args)
+    if args.lora and args.init_prm:
+        raise RfprmError("--lora adapts --model, not --init-prm: merge that PRM first or drop --lora")
     args.preset = args.preset or ("data" if args.data else "world")
     recipe, args.changed = cli.apply_sets(PRESETS[args.preset], args.set)
     args.recipe = quick(check_recipe(recipe)) if args.quick else check_recipe(recipe)
@@ -115,9 +100,7 @@ def label(records: list[dict], args, work: Path, name: str) -> list[dict]:
     path, r = work / f"labels_{name}.jsonl", args.recipe
     if args.resume and path.exists():
         return read_records(path, "labelled")
-    # Under torchrun rank 0 labels and writes the file, the others wait and read it: labelling samples
-    # rollouts, and one labeller keeps one set of labels whatever the number of processes.
-    if not distributed.is_main():
+    if not distributed.is_main():      # torchrun: rank 0 labels (one labeller, one set of labels)
         distributed.barrier()
         return read_records(path, "labelled")
     limit = None if r.rollout_traces < 0 else r.rollout_traces
@@ -134,7 +117,7 @@ def label(records: list[dict], args, work: Path, name: str) -> list[dict]:
                                   n_rollouts=r.rollouts, seed=args.seed, trajectory_limit=limit)
         labelled = labeller(hide_eval_fields(records))
     write_records(path, labelled)
-    distributed.barrier()
+    distributed.barrier()              # the other ranks read the file now
     return labelled
 
 
@@ -151,18 +134,6 @@ def policy_traces(args, work: Path, used: frozenset) -> list[dict]:
     # a sample that wrote the step marker itself cannot be laid out (1 of 5,685 distinct ones here)
     traces = [t for t in traces if STEP_TAG not in t["trajectory"] + t["response"]]
     return label(traces, args, work, "policy") if traces else []
-
-
-def print_table(results: dict):
-    print(f"\n{'model':<14}{'F1':>7}{'flawed':>8}{'flawless':>10}{'AUC':>7}{'threshold':>11}")
-    for name, r in results.items():
-        print(f"{name:<14}{r['f1']:>7.1f}{r['flawed_acc']:>8.1f}{r['flawless_acc']:>10.1f}"
-              f"{r['auc']:>7.1f}{r['threshold']:>11.3f}")
-    main = next(iter(results.values()))
-    if "total_by_teacher" in main:
-        print(f"\ntotal score (mean step + {main.get('alpha', 1.0):g}·trajectory) by teacher, {next(iter(results))}:")
-        for teacher, s in main["total_by_teacher"].items():
-            print(f"  {teacher:<12}{s['mean']:.3f} ± {s['std']:.3f}  (n={s['n']})")
 
 
 def late_verifier_note(args, results: dict) -> str | None:
@@ -182,49 +153,21 @@ def main(argv=None):
     if args.show_preset:
         print(cli.show_preset(args.preset, args.recipe))
         return
-    distributed.init_from_env()        # under torchrun: join the group (gloo on CPU, NCCL on GPU)
-    try:
-        run(args)
-        distributed.barrier()
-    finally:
-        distributed.cleanup()
-
-
-def memory_settings(args, cfg, tok, records: list[dict], lora) -> RunSettings:
-    """What one process's training step holds: its micro-batch of the longest traces, the PRM's
-    head trained in full, and the adapters or every weight."""
-    micro, _ = micro_batches(args.recipe.batch_size, args.grad_accum)
-    on_gpu = args.device.startswith("cuda")
-    H = cfg.hidden_size
-    return RunSettings(batch=micro, seq_len=min(longest_input(tok, records, args.recipe.layout) + 8,
-                                                cfg.max_position_embeddings),
-                       dtype=(cfg.torch_dtype or "float32") if on_gpu else "float32", train=True,
-                       lora_r=lora.r if lora else 0, lora_targets=lora.target_modules if lora else (),
-                       lm_loss=False, head_params=H * H + H + 2 * H + 2)
+    run(args)
 
 
 def run(args):
-    r, task, t0 = args.recipe, TEXT_TASK if args.data else WORLD, time.time()
-    main_rank = distributed.is_main()
-    if args.device.startswith("cuda") and distributed.is_distributed():
-        args.device = str(distributed.local_device())       # cuda:LOCAL_RANK
-    micro_batches(r.batch_size, args.grad_accum)  # a batch the processes cannot share: stop before any write
-    lora = cli.lora_config(args)
+    r, task, t0, lora = args.recipe, TEXT_TASK if args.data else WORLD, time.time(), cli.lora_config(args)
     init_dir = resolve_path(args.model)
     if args.init_prm:
         args.init_prm = str(resolve_path(args.init_prm))   # a missing one fails now, not after labelling
-    cfg = load_config(init_dir)
+    cfg, tok = load_config(init_dir), load_tokenizer(init_dir)
     layers = r.prm_layers   # --init-prm: its own depth, unless prm_layers is --set
     if args.init_prm and "prm_layers" not in args.changed:
         layers = load_config(Path(args.init_prm)).num_hidden_layers
-    if lora and layers and layers != cfg.num_hidden_layers:
-        if "prm_layers" in args.changed:
-            raise RfprmError(f"--lora adapts --model as it is: prm_layers={layers} would cut it to a model no "
-                             f"adapter base matches; --set prm_layers=0")
-        layers = 0                     # the adapters apply to --model, every layer of it
+    layers = lora_depth(cfg.num_hidden_layers, layers, lora, "prm_layers" in args.changed)
     if layers:
         cfg = cfg.replace(num_hidden_layers=layers)
-    tok = load_tokenizer(init_dir)
 
     # ---- traces, the memory estimate ----
     if args.data:
@@ -232,10 +175,9 @@ def run(args):
         train, val, test = read(args.data), read(args.val_data), read(args.test_data)
     else:
         (train, val, test), used = trace_splits((r.n_train, r.n_val, r.n_test), args.seed)
-    if cli.memory_check(cfg, memory_settings(args, cfg, tok, train, lora), args, show=main_rank):
-        return                         # --dry-run: nothing written
-    if distributed.is_distributed() and not (args.out or args.work):
-        args.work = distributed.from_main(cli.run_name("train_prm"))   # one run directory for every rank
+    if cli.memory_check(cfg, training_memory(cfg, tok, train, r.layout, r.batch_size, args.grad_accum, lora,
+                                             args.device), args):
+        return                         # --dry-run, or an unsplittable batch raised: nothing written
     out, work = run_dirs(args)
     lm = load_model(init_dir, device=args.device)
     if layers:
@@ -246,23 +188,21 @@ def run(args):
     labelled = train if all("step_rewards" in x for x in train) else label(train, args, work, "train")
     if r.policy_problems:
         own = policy_traces(args, work, used)
-        if main_rank:
-            print(f"{len(own)} distinct policy traces on {r.policy_problems} problems added to {len(labelled)} "
-                  f"teacher traces" + (f", each {r.policy_repeat} times" if r.policy_repeat > 1 else "")
-                  + ("" if own else " (none parsed as <think>...</think> traces)"))
+        print(f"{len(own)} distinct policy traces on {r.policy_problems} problems added to {len(labelled)} "
+              f"teacher traces" + (f", each {r.policy_repeat} times" if r.policy_repeat > 1 else "")
+              + ("" if own else " (none parsed as <think>...</think> traces)"))
         labelled = labelled + own * r.policy_repeat
 
     # ---- train, evaluate, report (files and tables from rank 0 only) ----
-    options = dict(grad_accum=args.grad_accum, log_every=args.log_every, lora=lora,
-                   lora_base=str(init_dir) if lora else "")
+    options = dict(grad_accum=args.grad_accum, lora=lora, lora_base=str(init_dir))
     results, main_prm = train_variants(lm, tok, labelled, r, args.variants, work, out=out, val=val, test=test,
                                        seed=args.seed, bf16=args.device.startswith("cuda") and not r.fp32,
                                        resume=args.resume, init_prm=args.init_prm, marker_target=task.step_result,
                                        is_correct=task.is_correct, train_options=options)
-    if not main_rank:
-        return
+    if not distributed.is_main():
+        return                         # rank 0 writes the tables
     if results:
-        print_table(results)
+        print(format_results(results))
         note = late_verifier_note(args, results)
         if note:
             print("\n" + note)
@@ -277,4 +217,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(cli.under_torchrun(main))   # alone, or one of torchrun's processes

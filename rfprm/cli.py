@@ -13,16 +13,18 @@ Flags that mean the same everywhere are registered here, once, with one help tex
 Research knobs are not flags: they are fields of a preset, a plain dataclass, and each script
 keeps a table of named presets (as gpt-fast keeps its model configs). `--preset NAME` picks one,
 `--set field=value[,field=value]` changes fields of it, `--show-preset` prints the result.
-The one-GPU flags: `add_lora_flags(ap)` registers --lora R with --lora-alpha, --lora-dropout
-and --lora-targets (`lora_config(args)` turns them into a rfprm.lora.LoraConfig, or None), and
-add_common(ap, "dry_run", "force") the memory check that `memory_check(cfg, settings, args)` runs
-before training (rfprm/memory.py).
+The one-GPU and torchrun flags: `add_scale_flags(ap, what)` registers --lora R (with
+--lora-alpha, --lora-dropout, --lora-targets; `lora_config(args)` -> rfprm.lora.LoraConfig or
+None), --dry-run and --force (`memory_check(cfg, settings, args)` runs rfprm.memory's check before
+training) and --grad-accum; `cli_main(under_torchrun(main))` runs a script under torchrun.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -43,8 +45,7 @@ COMMON = {
     "threads": dict(type=int, default=0, metavar="N", help="CPU threads (default: torch's choice)"),
     "fields": dict(metavar="MAP", help="--data field names, e.g. problem=question,answer=solution"),
     "skip_bad": dict(action="store_true", help="skip malformed --data lines (counted) instead of stopping"),
-    # For the one-GPU work: defined here so every script means the same by them, registered by a
-    # script (add_common(ap, "lora", "dry_run")) once it implements them.
+    # the one-GPU flags (add_scale_flags registers them all with shorter help)
     "lora": dict(type=int, default=0, metavar="R", help="train LoRA adapters of rank R instead of every weight (0: off)"),
     "dry_run": dict(action="store_true", help="print the memory estimate and exit without writing anything"),
     "force": dict(action="store_true", help="run even when the memory estimate exceeds the device's free memory"),
@@ -85,18 +86,49 @@ def add_preset_flags(ap, presets: dict, default: str | None):
     group.add_argument("--show-preset", action="store_true", help="print the preset's fields and exit")
 
 
-def add_lora_flags(ap, what: str = "the model"):
-    """--lora R and its settings (PEFT's names and defaults: alpha 2R, every linear of a layer)."""
+def add_scale_flags(ap, what: str, lora_out: str = ""):
+    """The one-GPU and torchrun flags, in four help lines: --lora R (with --lora-alpha,
+    --lora-dropout and --lora-targets, PEFT's names and defaults: alpha 2R, every linear of a
+    layer), --dry-run (with --force) and --grad-accum."""
     from .lora import ALL_LINEARS
-    group = ap.add_argument_group("LoRA (train low-rank adapters instead of every weight)")
-    options = dict(COMMON["lora"])
-    options["help"] = (f"train LoRA adapters of rank R on {what} (0: off); the output is then a PEFT "
-                       f"adapter directory; merge it into a plain checkpoint with python -m rfprm.lora merge")
-    group.add_argument("--lora", **options)
-    group.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA scaling alpha (default 2R)")
-    group.add_argument("--lora-dropout", type=float, default=0.0, metavar="P", help="dropout on the adapters' input")
-    group.add_argument("--lora-targets", default=",".join(ALL_LINEARS), metavar="LIST",
-                       help="comma-separated linears to adapt (default: all of a layer's)")
+    ap.add_argument("--lora", type=int, default=0, metavar="R",
+                    help=f"train rank-R LoRA adapters on {what} only (0: off; --lora-alpha A (2R), --lora-dropout "
+                         f"P, --lora-targets LIST){lora_out}")
+    ap.add_argument("--lora-alpha", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--lora-targets", default=",".join(ALL_LINEARS), help=argparse.SUPPRESS)
+    ap.add_argument("--dry-run", action="store_true", help="print the memory estimate and exit (--force: run "
+                                                           "past an estimate over the free memory)")
+    ap.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--grad-accum", type=int, default=0, metavar="N",
+                    help="micro-batches per step over all torchrun processes (default: one each)")
+
+
+def check_scale_flags(args, active: bool = True, inactive_why: str = "") -> None:
+    """--grad-accum and --lora checked; `active` False (the script would train nothing): any of
+    them or --dry-run is one error ending with `inactive_why`."""
+    at_least(args.grad_accum, 0, "--grad-accum", " (0 = one per process)")
+    lora_config(args)
+    if not active and (args.lora or args.grad_accum or args.dry_run):
+        raise RfprmError(f"--lora, --grad-accum and --dry-run {inactive_why}")
+
+
+def under_torchrun(main):
+    """`main` run as one process of torchrun's group, or alone (scripts: cli_main(under_torchrun(main))):
+    join the group (gloo on CPU, NCCL on GPU), keep the other ranks' stdout quiet (rank 0 prints
+    the tables; errors still reach stderr), wait for every rank at the end, leave the group."""
+    def run(*args, **kwargs):
+        from . import distributed
+        distributed.init_from_env()
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")
+        try:
+            result = main(*args, **kwargs)
+            distributed.barrier()
+            return result
+        finally:
+            distributed.cleanup()
+    return run
 
 
 def lora_config(args):
@@ -177,6 +209,8 @@ def check_common(args) -> None:
     at_least(getattr(args, "threads", 0), 0, "--threads", " (0 = torch's choice)")
     if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)
+    if str(getattr(args, "device", "")).startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"     # torchrun: this process's GPU
 
 
 def check_output(path, what: str) -> Path:
@@ -191,5 +225,7 @@ def check_output(path, what: str) -> Path:
 
 
 def run_name(script: str) -> str:
-    """runs/<script>-<time>: where a run writes when --out is not given."""
-    return str(Path("runs") / f"{script}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """runs/<script>-<time>: where a run writes when --out is not given (rank 0's clock for every
+    process under torchrun, so that they share one directory)."""
+    from .distributed import from_main
+    return from_main(str(Path("runs") / f"{script}-{time.strftime('%Y%m%d-%H%M%S')}"))

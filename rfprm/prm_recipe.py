@@ -203,7 +203,7 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
     """Train every variant on `labelled` from `lm` (its backbone, or `init_prm`'s weights), each
     under work/run_i; choose each threshold on `val` and measure on `test` (when both are
     given); save the first variant to `out`, the others to work/baseline_i.
-    `train_options`: more PRMTrainSpec fields (lora, grad_accum, log_every: how to train, not what).
+    `train_options`: more PRMTrainSpec fields (lora, grad_accum: how to train, not what).
     -> ({variant: evaluation}, the first variant's PRM)."""
     r = choose_first_stage_targets(r, labelled)
     spec = PRMTrainSpec(steps=r.steps, batch_size=r.batch_size, lr=r.lr, seed=seed, lambda_step=r.lambda_step,

@@ -41,6 +41,7 @@ from . import distributed
 from .errors import RfprmError
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
+from .memory import RunSettings
 from .lora import (HEAD, PRM_META, LoraConfig, apply_lora, has_lora, is_lora_prm, load_adapter, load_lora_prm,
                    save_adapter)
 from .prm import PRM, load_prm, prm_loss
@@ -75,7 +76,7 @@ class PRMTrainSpec:
     lora: LoraConfig | None = None  # train LoRA adapters + the step head instead of every weight
     lora_base: str = ""           # the checkpoint the adapters apply to (written in adapter_config.json)
     grad_accum: int = 0           # micro-batches per optimizer step over all processes (0: one per process)
-    log_every: int = 10           # a training-log row (train_state/progress.json) every this many steps
+    log_every: int = 1            # a row of train_state/progress.json every this many steps (1: each step's loss)
 
 
 def hide_eval_fields(records: list[dict]) -> list[dict]:
@@ -298,6 +299,48 @@ def longest_input(tok, records: list[dict], layout: str, sample: int = 64) -> in
              for r in records]
     longest = sorted(texts, key=len, reverse=True)[:sample]
     return max((len(tok.encode(t)) for t in longest), default=1)
+
+
+def training_memory(cfg, tok, records: list[dict], layout: str, batch_size: int, grad_accum: int = 0,
+                    lora: LoraConfig | None = None, device: str = "cpu") -> RunSettings:
+    """What one process's PRM training step holds (for rfprm.memory.estimate): its micro-batch of
+    the longest traces, the step head trained in full, and the adapters or every weight; weights in
+    the checkpoint's dtype on a GPU, float32 on the CPU."""
+    micro, _ = micro_batches(batch_size, grad_accum)
+    H = cfg.hidden_size
+    return RunSettings(batch=micro, seq_len=min(longest_input(tok, records, layout) + 8, cfg.max_position_embeddings),
+                       dtype=(cfg.torch_dtype or "float32") if str(device).startswith("cuda") else "float32",
+                       train=True, lora_r=lora.r if lora else 0, lora_targets=lora.target_modules if lora else (),
+                       lm_loss=False, head_params=H * H + H + 2 * H + 2)
+
+
+def format_results(results: dict) -> str:
+    """train_variants' evaluations as train_prm.py prints them: F1, accuracies, AUC, threshold per
+    variant, then the first variant's total score per teacher (when the traces name teachers)."""
+    lines = [f"\n{'model':<14}{'F1':>7}{'flawed':>8}{'flawless':>10}{'AUC':>7}{'threshold':>11}"]
+    for name, r in results.items():
+        lines.append(f"{name:<14}{r['f1']:>7.1f}{r['flawed_acc']:>8.1f}{r['flawless_acc']:>10.1f}"
+                     f"{r['auc']:>7.1f}{r['threshold']:>11.3f}")
+    main = next(iter(results.values()))
+    if "total_by_teacher" in main:
+        lines.append(f"\ntotal score (mean step + {main.get('alpha', 1.0):g}·trajectory) by teacher, "
+                     f"{next(iter(results))}:")
+        for teacher, s in main["total_by_teacher"].items():
+            lines.append(f"  {teacher:<12}{s['mean']:.3f} ± {s['std']:.3f}  (n={s['n']})")
+    return "\n".join(lines)
+
+
+def lora_depth(total: int, layers: int, lora, explicit: bool) -> int:
+    """The PRM's decoder layers (0: all) when it starts from a model of `total` layers. LoRA adapts
+    the start model as it is (the adapter's base is that checkpoint), so a preset's cut to fewer
+    layers is dropped, in one printed line, and an explicit one (`explicit`) refused."""
+    if not lora or not layers or layers == total:
+        return layers
+    if explicit:
+        raise RfprmError(f"--lora adapts --model as it is: prm_layers={layers} would cut it to a model no "
+                         f"adapter base matches; --set prm_layers=0")
+    print(f"--lora: every layer of --model (prm_layers={layers} would leave the adapters no checkpoint as base)")
+    return 0
 
 
 def evaluate_prm(prm: PRM, val: list[dict], test: list[dict], batch_size: int = 32) -> dict:

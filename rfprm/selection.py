@@ -53,11 +53,14 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .answers import format_trace, is_correct as boxed_is_correct
+from .checkpoint import load_config
 from .errors import RfprmError, atomic_file
 from .lora import LoraConfig, apply_lora, remove_lora
+from .memory import RunSettings
 from .generate import chat_complete
 from .kernels import linear_cross_entropy
 from .task import TEXT_TASK, Task
+from .tokenizer import load_tokenizer
 from .trainer import TrainConfig, train
 
 METHODS = ("random", "outcome", "step_only", "reasonflux")
@@ -88,9 +91,12 @@ def rank(scores, alpha: float) -> list[int]:
 
 
 def write_top(path, pool: list[dict], scores, alpha: float, k: int) -> list[int]:
-    """The top k traces by selection_score, best first, as JSONL at `path` (written atomically),
-    each with its PRM scores (prm_steps, prm_trajectory, prm_total); -> their pool positions."""
+    """The top k traces by selection_score, best first, as JSONL at `path` (written atomically;
+    under torchrun by rank 0 alone), each with its PRM scores (prm_steps, prm_trajectory,
+    prm_total); -> their pool positions."""
     top = rank(scores, alpha)[:k]
+    if not distributed.is_main():
+        return top
     with atomic_file(path) as f:
         for i in top:
             rec = {**pool[i], "prm_steps": scores[i].steps, "prm_trajectory": scores[i].trajectory,
@@ -289,6 +295,20 @@ def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
                          f"process(es): the micro-batches must divide the batch evenly and be a multiple "
                          f"of the number of processes")
     return global_batch // grad_accum, grad_accum
+
+
+def student_memory(base_dir, pool: list[dict], spec: StudentSpec, device: str = "cpu") -> tuple:
+    """(the base's config, RunSettings) of one process's student (for rfprm.memory.estimate): a
+    training step on its micro-batch of the pool's longest traces, plus its answering batch's KV cache."""
+    cfg, tok = load_config(base_dir), load_tokenizer(base_dir)
+    longest = sorted(pool, key=lambda r: len(r.get("trajectory", "")) + len(r.get("response", "")))[-64:]
+    seq = min(max(len(p) + len(c) for p, c in student_examples(tok, longest)), cfg.max_position_embeddings)
+    micro, _ = micro_batches(spec.batch_size, spec.grad_accum)
+    lora = spec.lora
+    return cfg, RunSettings(batch=micro, seq_len=seq, train=True,
+                            dtype=(cfg.torch_dtype or "float32") if str(device).startswith("cuda") else "float32",
+                            lora_r=lora.r if lora else 0, lora_targets=lora.target_modules if lora else (),
+                            sample_batch=spec.eval_batch_size, sample_len=seq)
 
 
 def student_examples(tok, records: list[dict], task: Task = TEXT_TASK) -> list[tuple[list[int], list[int]]]:

@@ -84,9 +84,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def _own_state(model) -> dict[str, torch.Tensor]:
-    """state_dict without tied duplicates (safetensors refuses two names for one storage)."""
+    """state_dict without tied duplicates (safetensors refuses two names for one storage). A model
+    with LoRA adapters keeps only what trains: its frozen base is rebuilt from its checkpoint
+    before a resume, and a 7B base is not copied into every training checkpoint."""
     tied = model.tied_parameter_names() if hasattr(model, "tied_parameter_names") else set()
-    return {n: t.detach().contiguous().cpu() for n, t in model.state_dict().items() if n not in tied}
+    state = model.state_dict()
+    if any(".lora_A." in n for n in state):
+        trains = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {n: t for n, t in state.items() if n in trains}
+    return {n: t.detach().contiguous().cpu() for n, t in state.items() if n not in tied}
 
 
 def save_train_state(out_dir: Path, model, opt, step: int, history: list, cfg: TrainConfig):
@@ -103,10 +109,13 @@ def load_train_state(out_dir: Path, model, opt) -> tuple[int, list]:
         raise RfprmError(f"--resume: no checkpoint in {state_dir} (start without --resume)")
     weights = load_file(state_dir / "model.safetensors", device=str(next(model.parameters()).device))
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = model.tied_parameter_names() if hasattr(model, "tied_parameter_names") else set()
-    if unexpected or set(missing) - tied:
+    not_saved = model.tied_parameter_names() if hasattr(model, "tied_parameter_names") else set()
+    own = model.state_dict()
+    if any(".lora_A." in n for n in own):                       # LoRA: only what trains was saved
+        not_saved = set(not_saved) | (set(own) - {n for n, p in model.named_parameters() if p.requires_grad})
+    if unexpected or set(missing) - not_saved:
         raise RfprmError(f"{state_dir}: checkpoint does not fit this model "
-                         f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+                         f"(missing {sorted(set(missing) - not_saved)[:3]}, unexpected {unexpected[:3]})")
     opt.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
     progress = json.loads((state_dir / "progress.json").read_text())
     return progress["step"], progress["history"]

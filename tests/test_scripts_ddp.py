@@ -29,7 +29,7 @@ def losses(work):
 
 def train_prm(tmp_path, name, nproc, *flags):
     out, work = tmp_path / name / "prm", tmp_path / name / "work"
-    res = run(["train_prm.py", "--quick", "--model", BASE, "--out", out, "--work", work, "--log-every", "1",
+    res = run(["train_prm.py", "--quick", "--model", BASE, "--out", out, "--work", work,
                "--threads", "1", *flags], nproc)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, work, res

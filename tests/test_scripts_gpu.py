@@ -71,6 +71,20 @@ def test_lora_prm_is_a_peft_adapter_with_equal_logits(lora_prm):
         assert (ours(ids) - a).abs().max() > 1e-4
 
 
+def test_lora_training_state_holds_what_trains_and_resumes(lora_prm):
+    from safetensors.torch import load_file
+    names = set(load_file(lora_prm / "work" / "run_0" / "train_state" / "model.safetensors"))
+    assert names and all(".lora_" in n or n.startswith("step_head.") for n in names)   # no copy of the base
+    before = (lora_prm / "prm" / "adapter_model.safetensors").read_bytes()
+    res = run("train_prm.py", "--quick", "--lora", "4", "--lora-targets", "q_proj,v_proj,o_proj,up_proj,down_proj",
+              "--model", BASE, "--out", lora_prm / "prm", "--work", lora_prm / "work", "--resume", "--threads", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = load_file(lora_prm / "prm" / "adapter_model.safetensors")
+    from safetensors.torch import load as load_bytes
+    first = load_bytes(before)
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
+
+
 def test_merge_of_a_lora_prm_is_base_plus_adapter(lora_prm):
     out, merged = lora_prm / "prm", lora_prm / "merged"
     res = run("-m", "rfprm.lora", "merge", "--model", BASE, "--adapter", out, "--out", merged)
