@@ -70,11 +70,16 @@ def test_misaligned_responses_align_worse(labelled):
 
 
 def test_quality_is_the_judge(traces, labelled):
-    for r in labelled[:30]:
+    oracle = world_labeller(judge="oracle")(traces[:30], progress=False)
+    noisy = world.NoisyJudge()
+    for r, o in zip(labelled[:30], oracle):
         steps = split_steps(r["trajectory"])
         expected = [world.judge_step(r["problem"], steps[:t], s) for t, s in enumerate(steps)]
-        assert r["label_parts"]["quality"] == expected
+        assert o["label_parts"]["quality"] == expected                  # judge="oracle": the exact one
+        assert r["label_parts"]["quality"] == noisy.steps(r["problem"], steps)   # default: the noisy one
         assert quality_scores(r["problem"], steps, r["response"], world.judge_step) == expected
+    with pytest.raises(RfprmError, match="unknown judge 'gpt'"):
+        world_labeller(judge="gpt")
     calls = []
 
     def judge(problem, previous, step):
