@@ -84,6 +84,11 @@ PRESETS = {
     "world": PRMRecipe(prm_layers=4, marker_aux=0.5),     # tiny-policy on the built-in world, ~10 min on 2 cores
     "data": PRMRecipe(),                                   # --data: every layer, no marker auxiliary
     # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
+    # the paper's method alone: fused labels and the trajectory label, one stage of the joint MSE
+    # (λ_step = λ_final = 1) training the backbone on both terms; no verdict curriculum, no marker
+    # auxiliary, the trajectory reward on every training trace. Measured, not the default.
+    "method": PRMRecipe(prm_layers=4, first_stage_targets="fused", second_stage_steps=0, marker_aux=0.0,
+                        lambda_final=1.0, rollout_traces=-1),
     "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
                              second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
                              rollout_traces=2000),
