@@ -4,13 +4,16 @@ With no arguments it runs on the built-in world (CPU, about a minute): 200 reser
 problems, 16 samples each from `tiny-policy` at temperature 1, scored by `tiny-prm`. For N in
 1, 2, 4, 8, 16 it reports the accuracy of a random pick, majority vote, PRM step aggregations
 (min, last, mean), the ReasonFlux total (mean step + α · trajectory, α from the PRM's
-checkpoint unless --alpha: 0.1 for tiny-prm, chosen on validation problems), an outcome RM
-when --orm is given, and the oracle pass@N. Every N is estimated from the same samples by
+checkpoint unless --alpha: 0.1 for tiny-prm, chosen on validation problems), the policy's own
+mean token log-prob of each sample (`policy_logprob`, no training), an outcome RM when --orm
+is given, other reward models as extra rows (--baseline-prm NAME=DIR, e.g. a response-only
+PRM), and the oracle pass@N. Every row picks among the very same samples. Every N is estimated from the same samples by
 averaging over subsets; the ± is a bootstrap standard error over problems (rfprm/bon.py).
 
     python bon.py                                        # the built-in world
     python bon.py --json runs/bon.json                   # + the table as JSON and a PNG plot
     python bon.py --data val.jsonl --alpha-sweep 0,0.1,0.25,0.5,1   # choose α on other problems
+    python bon.py --baseline-prm response-only=runs/prm-resp --baseline-prm outcome=runs/prm-orm
     python bon.py --model DIR --prm DIR --data problems.jsonl --device cuda --max-new-tokens 4096
 
 --data takes {"problem", "answer"} JSONL (--fields maps other names). --out (default
@@ -25,11 +28,10 @@ from pathlib import Path
 
 from rfprm import cli
 from rfprm.bon import (Method, bon_curve, default_methods, format_table, make_candidates, plot_curve,
-                       reasonflux_score, score_candidates)
+                       reasonflux_score, sample_with_logprobs, score_baseline, score_candidates)
 from rfprm.checkpoint import load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
-from rfprm.generate import chat_complete
 from rfprm.prm import load_prm
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
@@ -58,6 +60,9 @@ def parse_args(argv=None):
                    prm="the PRM that scores them (default tiny-prm)")
     ap.set_defaults(model="tiny-policy", prm="tiny-prm")
     ap.add_argument("--orm", metavar="DIR", help="an outcome RM (any PRM checkpoint; its total is the score)")
+    ap.add_argument("--baseline-prm", action="append", default=[], metavar="NAME=DIR",
+                    help="another reward model as an extra row NAME (mean of its step scores; its total for a "
+                         "scalar head), on the same samples; repeat for several")
     ap.add_argument("--problems", type=int, metavar="N", help="how many problems (default: 200 of the world; all of --data)")
     ap.add_argument("--samples", type=int, metavar="N", help="samples per problem (default 16; 4 with --quick)")
     ap.add_argument("--n-list", metavar="LIST", help="N values, comma-separated (default: 1,2,4,8,16 up to --samples)")
@@ -106,6 +111,23 @@ def check_args(args) -> None:
         raise RfprmError(f"--out, --json and --plot must be different files, got {', '.join(outs)}")
     for path in outs:
         cli.check_output(path, "output")
+    args.baselines = parse_baselines(args.baseline_prm)
+
+
+def parse_baselines(items: list[str]) -> dict[str, str]:
+    """['NAME=DIR', ...] -> {NAME: DIR}; names must be new and not a built-in row."""
+    reserved = {"random", "majority", "policy_logprob", "orm", "prm_min", "prm_last", "prm_mean",
+                "reasonflux", "oracle"}
+    out = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not name or not path:
+            raise RfprmError(f"--baseline-prm {item!r}: expected NAME=DIR, e.g. response-only=runs/prm-resp")
+        if name in reserved or name in out or name.startswith("rf "):
+            raise RfprmError(f"--baseline-prm {item!r}: the row name {name!r} is taken; pick another")
+        out[name] = path
+    return out
 
 
 def parse_n_list(text: str | None, samples: int) -> list[int]:
@@ -147,6 +169,7 @@ def main(argv=None):
     problems = load_problems(args)
     policy_dir, prm_dir = resolve_path(args.model), resolve_path(args.prm)
     orm = load_prm(resolve_path(args.orm), device=args.device) if args.orm else None
+    baselines = {name: load_prm(resolve_path(d), device=args.device) for name, d in args.baselines.items()}
     prm = load_prm(prm_dir, device=args.device)
     alpha = prm.alpha if args.alpha is None else args.alpha
     model, tok = load_model(policy_dir, device=args.device), load_tokenizer(policy_dir)
@@ -154,18 +177,27 @@ def main(argv=None):
 
     # ---- sample, score, pick ----
     n = args.samples
-    texts = chat_complete(model, tok, [task.prompt(p["problem"]) for p in problems],
-                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=s.top_p,
-                          num_samples=n, seed=args.seed, batch_size=s.batch_size, progress=True)
+    texts, logprobs = sample_with_logprobs(model, tok, [task.prompt(p["problem"]) for p in problems],
+                                           max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                           top_p=s.top_p, num_samples=n, seed=args.seed, batch_size=s.batch_size,
+                                           progress=True)
     del model
     cands = [make_candidates(p["answer"], texts[i * n:(i + 1) * n]) for i, p in enumerate(problems)]
-    score_candidates(prm, [p["problem"] for p in problems], cands, orm, s.score_batch_size, progress=True)
-    methods = default_methods(alpha, step_scores=prm.head == "step", orm=orm is not None)
+    for c, lp in zip((c for cs in cands for c in cs), logprobs):
+        c.policy_logprob = lp
+    problem_texts = [p["problem"] for p in problems]
+    score_candidates(prm, problem_texts, cands, orm, s.score_batch_size, progress=True)
+    for name, other in baselines.items():
+        score_baseline(name, other, problem_texts, cands, s.score_batch_size, progress=True)
+    methods = default_methods(alpha, step_scores=prm.head == "step", orm=orm is not None, logprob=True,
+                              baselines=tuple(baselines))
     if prm.head == "step":
         methods[-1:-1] = [Method(f"rf α={a:g}", lambda c, a=a: reasonflux_score(c, a)) for a in args.alpha_sweep]
     elif args.alpha_sweep:
         print("note: --alpha-sweep ignored: this PRM has no step scores (its total is the trajectory score)")
-    curve = bon_curve(cands, methods, args.n_list, seed=args.seed, draws=s.draws, n_boot=s.n_boot, progress=True)
+    pairs = [("reasonflux", b) for b in ("majority", "policy_logprob", *baselines, "random")]
+    curve = bon_curve(cands, methods, args.n_list, seed=args.seed, draws=s.draws, n_boot=s.n_boot,
+                      pairs=tuple(pairs), progress=True)
 
     # ---- report ----
     flat = [c for cs in cands for c in cs]
@@ -179,6 +211,7 @@ def main(argv=None):
          "extracted": c.answer, "correct": c.correct, "parsed": c.trace is not None,
          "step_scores": c.step_scores, "trajectory_score": c.trajectory_score,
          "reasonflux": None if c.step_scores is None else reasonflux_score(c, alpha),
+         "policy_logprob": c.policy_logprob, **({"baselines": c.baseline_scores} if baselines else {}),
          **({"orm_score": c.orm_score} if orm is not None else {})}
         for p, cs in zip(problems, cands) for j, c in enumerate(cs)])
     if args.json:

@@ -29,6 +29,10 @@ Notable choices:
 - The spread is a bootstrap over problems (`n_boot` resamples of the problem set, the same
   resamples for every rule): the standard error of the accuracy from having this many problems.
   Differences between rules (reasonflux - majority, ...) are bootstrapped paired.
+- `policy_logprob`: the policy's mean token log-prob of each sample, read off the sampling
+  pass itself (`sample_with_logprobs`, the same batches and seeds as `chat_complete`, so the
+  same samples): the no-training baseline a PRM must beat. Other reward models (an outcome RM,
+  a response-only PRM) score the same samples as extra rows (`score_baseline`).
 - ReasonFlux total = mean(step scores) + alpha * trajectory score (arXiv 2506.18896, its data-selection and Best-of-N score),
   computed here from the stored scores so `alpha` can be overridden without rescoring.
 """
@@ -45,6 +49,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import RfprmError, atomic_file
+from .generate import generate
 from .prm_layout import encode_record
 from .answers import extract_boxed, normalize_answer
 from .steps import split_completion
@@ -62,9 +67,30 @@ class Candidate:
     step_scores: list[float] | None = None  # None: not scored by the PRM
     trajectory_score: float | None = None
     orm_score: float | None = None
+    policy_logprob: float | None = None     # mean log-prob of the sampled tokens (policy_logprob rule)
+    baseline_scores: dict[str, float] = field(default_factory=dict)  # extra reward models, by name
 
 
 # ---------------------------------------------------------------------------- samples
+
+def sample_with_logprobs(model, tok, user_prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+                         top_p: float = 1.0, num_samples: int = 1, seed: int = 0, batch_size: int = 64,
+                         progress: bool = False) -> tuple[list[str], list[float]]:
+    """`rfprm.generate.chat_complete` (the same batches and seeds, so the same samples), plus each
+    sample's mean token log-prob under the sampling distribution (logits / temperature: the
+    policy's own at temperature 1), stop token included. The `policy_logprob` baseline: no
+    training, the policy's own confidence (arXiv 2506.18896 compares PRMs against such scores)."""
+    ids = [tok.chat([{"role": "user", "content": p}], add_generation_prompt=True) for p in user_prompts]
+    per_batch = max(1, batch_size // num_samples)
+    texts, means, stops = [], [], set(tok.stop_ids)
+    for i in tqdm(range(0, len(ids), per_batch), disable=not progress, desc="sample", leave=False):
+        outs, lps = generate(model, ids[i:i + per_batch], max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, num_samples=num_samples, seed=seed + i, stop_ids=tok.stop_ids,
+                             return_logprobs=True)
+        texts += [tok.decode([t for t in o if t not in stops]) for o in outs]
+        means += [sum(lp) / len(lp) if lp else UNSCORED for lp in lps]
+    return texts, means
+
 
 def make_candidates(answer: str, completions: list[str]) -> list[Candidate]:
     """Candidates for one problem with gold `answer`."""
@@ -114,6 +140,19 @@ def score_candidates(prm, problems: list[str], cands: list[list[Candidate]], orm
             c.orm_score = None if s is None else float(s.total)
 
 
+def score_baseline(name: str, prm, problems: list[str], cands: list[list[Candidate]], batch_size: int = 64,
+                   progress: bool = False) -> None:
+    """Another reward model's score of every candidate, under `name` (in place): the mean of its
+    step scores for a step-head PRM (a response-only PRM's usual Best-of-N aggregation), its
+    total otherwise."""
+    flat = [(p, c) for p, cs in zip(problems, cands) for c in cs]
+    records = [None if c.trace is None else {"problem": p, "trajectory": c.trace[0], "response": c.trace[1]}
+               for p, c in flat]
+    for (_, c), s in zip(flat, score_traces(prm, records, batch_size, progress)):
+        if s is not None:
+            c.baseline_scores[name] = (sum(s.steps) / len(s.steps)) if prm.head == "step" and s.steps else float(s.total)
+
+
 # ---------------------------------------------------------------------------- selection rules
 # Each rule: a subset of candidates -> indices of the tied winners (module docstring).
 
@@ -142,6 +181,14 @@ def pick_accuracy(cands: list[Candidate], winners: list[int]) -> float:
 # Scores of one candidate; the rules keep the highest.
 def random_score(c: Candidate) -> float:
     return 0.0  # all tie: a uniform pick
+
+
+def logprob_score(c: Candidate) -> float:
+    return UNSCORED if c.policy_logprob is None else c.policy_logprob
+
+
+def baseline_score(name: str) -> Callable[[Candidate], float]:
+    return lambda c: c.baseline_scores.get(name, UNSCORED)
 
 
 def oracle_score(c: Candidate) -> float:
@@ -182,13 +229,18 @@ class Method:
         return self.select(cands) if self.select else pick_best([self.score(c) for c in cands])
 
 
-def default_methods(alpha: float, step_scores: bool = True, orm: bool = False) -> list[Method]:
-    """The selection rules compared, in table order: random, majority, the outcome RM, the PRM
-    step aggregations (min, last, mean), the ReasonFlux total and the oracle. `step_scores=False` (a scalar-head PRM) drops
-    the step aggregations; `orm` adds the outcome RM."""
+def default_methods(alpha: float, step_scores: bool = True, orm: bool = False, logprob: bool = False,
+                    baselines: tuple[str, ...] = ()) -> list[Method]:
+    """The selection rules compared, in table order: random, majority, the policy's mean token
+    log-prob (`logprob`), the outcome RM, extra reward models by name (`baselines`), the PRM
+    step aggregations (min, last, mean), the ReasonFlux total and the oracle.
+    `step_scores=False` (a scalar-head PRM) drops the step aggregations."""
     methods = [Method("random", random_score), Method("majority", select=pick_majority)]
+    if logprob:
+        methods.append(Method("policy_logprob", logprob_score))
     if orm:
         methods.append(Method("orm", orm_score))
+    methods += [Method(name, baseline_score(name)) for name in baselines]
     if step_scores:
         methods += [Method("prm_min", prm_min), Method("prm_last", prm_last), Method("prm_mean", prm_mean)]
     methods += [Method("reasonflux", lambda c: reasonflux_score(c, alpha)), Method("oracle", oracle_score)]
@@ -258,7 +310,7 @@ class BoNCurve:
 
 def bon_curve(problems: list[list[Candidate]], methods: list[Method], n_list: list[int], seed: int = 0,
               draws: int = 2000, exact_limit: int = 5000, n_boot: int = 1000,
-              pairs: tuple = (("reasonflux", "majority"), ("reasonflux", "random")),
+              pairs: tuple = (("reasonflux", "majority"), ("reasonflux", "policy_logprob"), ("reasonflux", "random")),
               progress: bool = False) -> BoNCurve:
     """The Best-of-N curve over problems (each a list of its candidates). `pairs` name the
     paired differences to bootstrap (random at any N is the single-sample accuracy)."""
@@ -288,12 +340,14 @@ def bon_curve(problems: list[list[Candidate]], methods: list[Method], n_list: li
 
 def format_table(curve: BoNCurve) -> str:
     """Rules x N, accuracy in percent with its bootstrap standard error."""
-    lines = [f"{'accuracy %':<12}" + "".join(f"{'N=' + str(N):>14}" for N in curve.n_list)]
+    w = max([12] + [len(name) + 1 for name in curve.mean])
+    lines = [f"{'accuracy %':<{w}}" + "".join(f"{'N=' + str(N):>14}" for N in curve.n_list)]
     for name in curve.mean:
-        lines.append(f"{name:<12}" + "".join(f"{100 * m:>8.1f} ±{100 * s:>4.1f}"
+        lines.append(f"{name:<{w}}" + "".join(f"{100 * m:>8.1f} ±{100 * s:>4.1f}"
                                             for m, s in zip(curve.mean[name], curve.spread[name])))
+    wv = max([24] + [len(name) + 1 for name in curve.versus])
     for name, v in curve.versus.items():
-        lines.append(f"{name:<24}" + "  ".join(f"N={N}: {100 * d:+.1f} ±{100 * s:.1f}"
+        lines.append(f"{name:<{wv}}" + "  ".join(f"N={N}: {100 * d:+.1f} ±{100 * s:.1f}"
                                                for N, d, s in zip(curve.n_list, v["diff"], v["spread"])))
     return "\n".join(lines)
 

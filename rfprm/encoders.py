@@ -21,6 +21,10 @@ a cosine is a dot product. Notable choices:
   the text's tokens, batched and padded, without gradients. Mean-pooled decoder states tend
   to share a large common direction, so their cosines sit high and close together; the labels
   stay monotone in them, but compare numbers only between runs with the same encoder.
+- `build_encoder(name)` picks Φ by name: "ngram" (the default), or a causal-LM checkpoint
+  directory or shipped name ("tiny-policy", "tiny-base", a Qwen2.5 directory) for a
+  `ModelEncoder` on that model's own hidden states, whose cosines carry what the model has
+  learnt about the text rather than its spelling.
 - `CachedEncoder` remembers each text's row; labelling draws the same negative steps again and
   again, and the alignment and coherence passes embed the same steps.
 """
@@ -157,3 +161,21 @@ class CachedEncoder:
         if not texts:
             return torch.zeros(0, 0)
         return torch.stack([self.rows[t] for t in texts])
+
+
+ENCODER_NAMES = ("ngram", "<model dir or shipped name>")
+
+
+def build_encoder(name: str = "ngram", device: str = "cpu", batch_size: int = 64):
+    """Φ by name: "ngram" -> NgramEncoder(); anything else is a causal-LM checkpoint (a
+    directory or a shipped name such as "tiny-policy") -> ModelEncoder over its mean-pooled
+    final hidden states. RfprmError when the name is neither."""
+    if not isinstance(name, str) or not name.strip():
+        raise RfprmError(f"encoder name must be a non-empty str, got {name!r}: expected "
+                         f"{' or '.join(ENCODER_NAMES)}")
+    if name == "ngram":
+        return NgramEncoder()
+    from .checkpoint import load_model      # only a model encoder needs a checkpoint
+    from .tokenizer import load_tokenizer
+    model = load_model(name, device=device).eval()
+    return ModelEncoder(model, load_tokenizer(name), batch_size=batch_size)

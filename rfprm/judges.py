@@ -1,6 +1,7 @@
 """Quality judges for real data: a local instruct model prompted to rate each thinking step.
 
-The built-in world uses its exact step judge (`rfprm.world.judge_step`); real traces have no
+The built-in world uses an LLM-like noisy judge (`rfprm.world.NoisyJudge`; its exact `judge_step`
+only as a named oracle option); real traces have no
 such oracle, so the paper asks an LLM (GPT-4o there; here any local instruct model rfprm loads)
 to rate every step given the problem, the earlier steps and the final response. The prompt is
 below, in the code, so it can be read and changed.

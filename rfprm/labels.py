@@ -383,20 +383,27 @@ def label_records(records: list[dict], *, judge, encoder, rollout=None, extract_
 
 
 def llm_labeller(judge_model, judge_tok, policy_model, policy_tok, *, is_correct, n_rollouts: int = 8,
-                 seed: int = 0, trajectory_limit: int | None = None, progress: bool = True):
+                 seed: int = 0, trajectory_limit: int | None = None, progress: bool = True,
+                 encoder=None, expert_model=None, expert_tok=None, **options):
     """label_records for real data, every stand-in a local model: `LLMJudge` rates the steps,
-    `LLMTemplateExtractor` (on the policy) writes each trace's template, and the policy answers
-    `guided_prompt`s for the trajectory reward; `is_correct(answer_text, gold)` checks them.
-    Returns labeller(records) -> labelled records."""
+    `LLMTemplateExtractor` (on `expert_model`, the policy when not given) writes each trace's
+    template, and the policy answers `guided_prompt`s for the trajectory reward;
+    `is_correct(answer_text, gold)` checks them. `encoder` is Φ (`rfprm.encoders.build_encoder`;
+    n-grams when None); `options` reach label_records (tau, n_negatives, fusion_temperature,
+    cos_map, pair_by). Returns labeller(records) -> labelled records."""
     judge = LLMJudge(judge_model, judge_tok)
-    extract = LLMTemplateExtractor(policy_model, policy_tok)
+    if (expert_model is None) != (expert_tok is None):
+        raise RfprmError("llm_labeller: an expert model needs its tokenizer (and a tokenizer its model)")
+    extract = (LLMTemplateExtractor(expert_model, expert_tok) if expert_model is not None
+               else LLMTemplateExtractor(policy_model, policy_tok))
+    encoder = encoder if encoder is not None else NgramEncoder()
 
     def labeller(records: list[dict]) -> list[dict]:
-        return label_records(records, judge=judge, encoder=NgramEncoder(),
+        return label_records(records, judge=judge, encoder=encoder,
                              rollout=policy_rollout(policy_model, policy_tok, seed=seed, progress=progress),
                              extract_template=extract, template_prompt=guided_prompt, is_correct=is_correct,
                              n_rollouts=n_rollouts, seed=seed, trajectory_limit=trajectory_limit,
-                             progress=progress)
+                             progress=progress, **options)
     return labeller
 
 

@@ -15,8 +15,13 @@ a run trains and with what, as train_prm.py runs it:
   `second_stage_steps` at `second_stage_lr`, the step head alone when `second_stage_head_only`.
   `second_stage_steps = 0` is one stage with the full loss on the fused rewards throughout.
 - Variants share the budget and the traces: `reasonflux` (the method), `step-only` (λ_final = 0
-  in every stage: the ablation of the trajectory term) and `outcome` (every target is the final
-  answer's 0/1 correctness: outcome supervision spread over the steps). The first stage is
+  in every stage: the ablation of the trajectory term), `outcome` (every target is the final
+  answer's 0/1 correctness: outcome supervision spread over the steps) and `response-only` (the
+  Qwen2.5-Math-PRM analogue the paper compares against: trained on the steps of the final
+  response alone, never seeing a thinking trajectory, λ_final = 0; each response step takes
+  the lowest label of the thinking steps `rfprm.steps.align_pairs` pairs it with, so it learns
+  from the same labels, moved onto the response). Every variant is then applied alike, to
+  (trajectory, response) pairs: the paper's point is how a response-trained PRM judges thinking. The first stage is
   trained once and shared; with fused first-stage targets it *is* the step-only ablation.
 - `prm_layers` keeps the first N decoder layers of the start model (0 = all): on the built-in
   world 4 of tiny-policy's 6 learn as fast per step at two thirds of the cost.
@@ -33,8 +38,9 @@ from tqdm.auto import tqdm
 from .errors import RfprmError
 from .prm_train import (PRMTrainSpec, evaluate_prm, hide_eval_fields, load_trained_prm, outcome_targets,
                         save_trained_prm, train_prm_model)
+from .steps import align_pairs, join_steps, split_steps
 
-VARIANTS = ("reasonflux", "step-only", "outcome")
+VARIANTS = ("reasonflux", "step-only", "outcome", "response-only")
 
 
 @dataclass
@@ -78,6 +84,11 @@ PRESETS = {
     "world": PRMRecipe(prm_layers=4, marker_aux=0.5),     # tiny-policy on the built-in world, ~10 min on 2 cores
     "data": PRMRecipe(),                                   # --data: every layer, no marker auxiliary
     # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
+    # the paper's method alone: fused labels and the trajectory label, one stage of the joint MSE
+    # (λ_step = λ_final = 1) training the backbone on both terms; no verdict curriculum, no marker
+    # auxiliary, the trajectory reward on every training trace. Measured, not the default.
+    "method": PRMRecipe(prm_layers=4, first_stage_targets="fused", second_stage_steps=0, marker_aux=0.0,
+                        lambda_final=1.0, rollout_traces=-1),
     "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
                              second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
                              rollout_traces=2000),
@@ -162,6 +173,26 @@ def choose_first_stage_targets(recipe: PRMRecipe, labelled: list[dict]) -> PRMRe
     return replace(recipe, first_stage_targets="quality" if has else "fused")
 
 
+def response_only_records(records: list[dict]) -> list[dict]:
+    """Training records of the response-only PRM: the response's steps stand as the scored
+    steps (trajectory = response), each labelled with the lowest step reward of the thinking
+    steps paired with it; no trajectory reward, no label parts."""
+    out = []
+    for i, r in enumerate(records):
+        thinking, response = split_steps(r["trajectory"]), split_steps(r["response"])
+        rewards = r.get("step_rewards")
+        if rewards is None or len(rewards) != len(thinking):
+            raise RfprmError(f"response-only: training record {i} has {len(rewards or [])} step rewards for "
+                             f"{len(thinking)} thinking steps")
+        labels = [0.0] * len(response)
+        for th, rs in align_pairs(thinking, response):
+            for j in rs:
+                labels[j] = min(rewards[t] for t in th)
+        keep = {k: v for k, v in r.items() if k not in ("trajectory_reward", "label_parts", "step_rewards")}
+        out.append({**keep, "trajectory": join_steps(response), "step_rewards": labels})
+    return out
+
+
 def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: list[dict], spec: PRMTrainSpec,
                is_correct) -> list[tuple[list[dict], PRMTrainSpec, bool]]:
     """A variant's training stages: (records, spec, is it the shared first stage)."""
@@ -169,6 +200,12 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
     marker = dict(marker_aux=r.marker_aux, marker_tokens=r.marker_tokens)   # stage 1's, never the outcome RM's
     if variant == "outcome":
         return [(outcome_targets(labelled, is_correct), spec, False)]
+    if variant == "response-only":              # its own records: never the shared first stage
+        plan = [(response_only_records(first_records), replace(step_only, **marker), False)]
+        if r.second_stage_steps:                 # the same stages and steps as reasonflux's
+            plan.append((response_only_records(labelled), replace(step_only, steps=r.second_stage_steps,
+                         lr=r.second_stage_lr, freeze_backbone=r.second_stage_head_only), False))
+        return plan
     if not r.second_stage_steps:
         return [(labelled, replace(spec if variant == "reasonflux" else step_only, **marker), False)]
     # Two stages: the trajectory term delays the step head's late jump, so the first trains the

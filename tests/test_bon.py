@@ -156,7 +156,7 @@ def test_curve_and_json_shape():
     oracle8 = sum(pass_at_n(8, sum(c.correct for c in p), 8) for p in problems) / 12
     assert res["accuracy"]["oracle"]["8"] == pytest.approx(oracle8)
     assert all(s >= 0 for v in res["spread"].values() for s in v.values())
-    assert set(res["versus"]) == {"reasonflux - majority", "reasonflux - random"}
+    assert set(res["versus"]) == {"reasonflux - majority", "reasonflux - random"}  # no policy_logprob row here
     assert "bootstrap" in res["spread_kind"]
     table = format_table(curve)
     assert "reasonflux" in table and "N=8" in table
@@ -239,14 +239,19 @@ def test_main_on_data_with_world_traces(ckpts, tmp_path, monkeypatch):
     by_problem = {t["problem"]: world.format_trace(t["trajectory"], t["response"]) for t in traces}
 
     def fake_sampler(model, tok, prompts, num_samples, **kw):
-        return [by_problem[p] if j % 2 == 0 else "no idea" for p in prompts for j in range(num_samples)]
+        texts = [by_problem[p] if j % 2 == 0 else "no idea" for p in prompts for j in range(num_samples)]
+        return texts, [-1.0 if t == "no idea" else -2.0 for t in texts]   # the policy prefers "no idea"
 
-    monkeypatch.setattr(bon_script, "chat_complete", fake_sampler)
+    monkeypatch.setattr(bon_script, "sample_with_logprobs", fake_sampler)
     out, js = tmp_path / "s.jsonl", tmp_path / "r.json"
     bon_script.main(["--model", str(policy), "--prm", str(prm), "--data", str(data), "--fields",
                      "problem=question", "--samples", "4", "--n-list", "1,4", "--alpha", "0.5",
-                     "--alpha-sweep", "0,0.5", "--out", str(out), "--json", str(js), "--plot", str(tmp_path / "p.png")])
+                     "--alpha-sweep", "0,0.5", "--baseline-prm", f"other={prm}",
+                     "--out", str(out), "--json", str(js), "--plot", str(tmp_path / "p.png")])
     table = json.loads(js.read_text())
+    assert table["accuracy"]["policy_logprob"]["4"] == 0.0                        # picks "no idea"
+    assert table["accuracy"]["other"] == table["accuracy"]["prm_mean"]            # the same PRM as a baseline row
+    assert {"reasonflux - policy_logprob", "reasonflux - other"} <= set(table["versus"])
     assert table["problems"] == 5 and table["alpha"] == 0.5 and table["parse_rate"] == 0.5
     truth = sum(world.is_correct(t["response"], t["answer"]) for t in traces) / 5
     assert table["accuracy"]["random"]["1"] == pytest.approx(truth / 2)
@@ -257,6 +262,32 @@ def test_main_on_data_with_world_traces(ckpts, tmp_path, monkeypatch):
     assert table["accuracy"]["rf α=0"] == table["accuracy"]["prm_mean"]
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert all((r["step_scores"] is None) == (not r["parsed"]) for r in rows)
+
+
+def test_sample_with_logprobs_matches_chat_complete_and_a_forward_pass(ckpts):
+    """The same samples as chat_complete, and the mean log-prob a plain forward pass gives."""
+    from rfprm.bon import sample_with_logprobs
+    from rfprm.generate import chat_complete
+    model, tok = rfprm.load_model(ckpts[0]).eval(), rfprm.load_tokenizer(ckpts[0])
+    prompts = ["Compute 7 + 5.", "Compute 3 * 4 - 2."]
+    kw = dict(max_new_tokens=12, temperature=1.0, num_samples=3, seed=4, batch_size=4)
+    texts, means = sample_with_logprobs(model, tok, prompts, **kw)
+    assert texts == chat_complete(model, tok, prompts, **kw)
+    ids = tok.chat([{"role": "user", "content": prompts[0]}], add_generation_prompt=True)
+    new = rfprm.generate(model, [ids], max_new_tokens=12, temperature=1.0, num_samples=3, seed=4,
+                         stop_ids=tok.stop_ids)[0]                                 # batch 0, sample 0
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids + new]))[0].float(), -1)
+    want = sum(float(logp[len(ids) - 1 + t, tok_id]) for t, tok_id in enumerate(new)) / len(new)
+    assert means[0] == pytest.approx(want, abs=1e-4)
+    assert all(m < 0 for m in means)
+
+
+def test_bad_baseline_flags(tmp_path, capsys):
+    out, js = tmp_path / "s.jsonl", tmp_path / "r.json"
+    for flag, message in [("oops", "expected NAME=DIR"), ("majority=x", "is taken"), ("=x", "expected NAME=DIR")]:
+        err = _expect_exit_2(["--baseline-prm", flag, "--out", str(out), "--json", str(js)], capsys, [out, js])
+        assert message in err
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -70,11 +70,16 @@ def test_misaligned_responses_align_worse(labelled):
 
 
 def test_quality_is_the_judge(traces, labelled):
-    for r in labelled[:30]:
+    oracle = world_labeller(judge="oracle")(traces[:30], progress=False)
+    noisy = world.NoisyJudge()
+    for r, o in zip(labelled[:30], oracle):
         steps = split_steps(r["trajectory"])
         expected = [world.judge_step(r["problem"], steps[:t], s) for t, s in enumerate(steps)]
-        assert r["label_parts"]["quality"] == expected
+        assert o["label_parts"]["quality"] == expected                  # judge="oracle": the exact one
+        assert r["label_parts"]["quality"] == noisy.steps(r["problem"], steps)   # default: the noisy one
         assert quality_scores(r["problem"], steps, r["response"], world.judge_step) == expected
+    with pytest.raises(RfprmError, match="unknown judge 'gpt'"):
+        world_labeller(judge="gpt")
     calls = []
 
     def judge(problem, previous, step):
@@ -336,3 +341,32 @@ def test_trajectory_limit_rolls_out_only_the_first_records(traces):
     assert len(label_records(traces[:6], trajectory_limit=0, **kw)) == 6
     with pytest.raises(RfprmError, match="trajectory_limit"):
         label_records(traces[:6], trajectory_limit=-1, **kw)
+
+
+def test_build_encoder_by_name(tiny, tmp_path):
+    from rfprm.checkpoint import save_model
+    from rfprm.encoders import build_encoder
+    assert isinstance(build_encoder("ngram"), NgramEncoder)
+    model, tok = tiny
+    save_model(model, tmp_path / "lm")
+    tok.save(tmp_path / "lm")
+    enc = build_encoder(str(tmp_path / "lm"))
+    assert isinstance(enc, ModelEncoder)
+    texts = ["Then 7 + 5 = 12.", "7 + 5 gives 12."]
+    assert torch.allclose(enc.embed(texts), ModelEncoder(model, tok).embed(texts), atol=1e-5)
+    for bad in ("", "no/such/dir"):
+        with pytest.raises(RfprmError):
+            build_encoder(bad)
+
+
+def test_llm_labeller_takes_encoder_expert_and_options(tiny, traces):
+    from rfprm.labels import llm_labeller
+    model, tok = tiny
+    kw = dict(is_correct=world.is_correct, n_rollouts=1, trajectory_limit=0, progress=False)
+    enc = NgramEncoder(dim=64)
+    out = llm_labeller(model, tok, model, tok, encoder=enc, expert_model=model, expert_tok=tok, tau=0.5,
+                       **kw)(traces[:3])
+    same = label_records(traces[:3], judge=LLMJudge(model, tok), encoder=enc, tau=0.5, progress=False)
+    assert [r["step_rewards"] for r in out] == [r["step_rewards"] for r in same]
+    with pytest.raises(RfprmError, match="expert model needs its tokenizer"):
+        llm_labeller(model, tok, model, tok, expert_model=model, **kw)

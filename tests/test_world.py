@@ -16,6 +16,7 @@ from rfprm.world import (DEFAULT_MIX, IRRELEVANT, UNPARSEABLE, USEFUL, WRONG, ex
                          teacher_counts, template_ops, template_prompt, world_corpus,
                          wrong_template)
 from rfprm.world.__main__ import main as world_main
+from rfprm import world
 from rfprm.world.problems import Num
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +25,8 @@ ALL_TEACHERS_EVENLY = {k: 1.0 for k in DEFAULT_MIX}
 
 @pytest.fixture(scope="module")
 def pool():
-    """600 traces, 120 per teacher."""
-    return make_traces(600, seed=11, mix=ALL_TEACHERS_EVENLY)
+    """720 traces, 120 per teacher."""
+    return make_traces(720, seed=11, mix=ALL_TEACHERS_EVENLY)
 
 
 def by_teacher(pool, name):
@@ -98,8 +99,8 @@ def test_make_traces_reproducible_with_exact_counts():
     a = make_traces(200, seed=3)
     assert a == make_traces(200, seed=3) and a != make_traces(200, seed=4)
     assert set(a[0]) == {"problem", "trajectory", "response", "answer", "teacher", "first_error"}
-    assert Counter(r["teacher"] for r in a) == {"clean": 70, "sloppy": 50, "wandering": 30,
-                                               "misaligned": 20, "lucky": 30}
+    assert Counter(r["teacher"] for r in a) == {"clean": 60, "sloppy": 40, "wandering": 30,
+                                               "misaligned": 20, "lucky": 30, "wrong_plan": 20}
     assert teacher_counts(7, {"clean": 1, "sloppy": 1}) in ({"clean": 4, "sloppy": 3},
                                                             {"clean": 3, "sloppy": 4})
     assert {r["teacher"] for r in make_traces(50, 0, parse_mix("clean=0,lucky=2"))} == {"lucky"}
@@ -130,6 +131,34 @@ def test_lucky_traces_err_but_land_on_the_answer(pool):
         scores, k = step_scores(r), r["first_error"]
         assert k >= 0 and scores[:k] == [USEFUL] * k and scores[k] == WRONG
         assert is_correct(r["response"], r["answer"])
+
+
+def test_wrong_plan_traces_are_locally_sound_but_wrong(pool):
+    kinds = Counter()
+    for r in by_teacher(pool, "wrong_plan"):
+        problem = parse_problem(r["problem"])
+        numbers = {n for o in problem.ops for n in (o.a, o.b)}
+        written = set()
+        eqs = [world.parse_equations(s)[0] for s in split_steps(r["trajectory"])]
+        for eq in eqs:  # right arithmetic, operands from the problem or earlier results
+            assert eq.result == eval(f"{eq.a} {eq.op} {eq.b}")
+            assert {eq.a, eq.b} <= numbers | written
+            written.add(eq.result)
+        assert r["first_error"] == -1 and not is_correct(r["response"], r["answer"])
+        assert r["response"].endswith(f"\\boxed{{{eqs[-1].result}}}")  # the response follows the plan
+        kinds[sorted(o.op for o in problem.ops) == sorted(e.op for e in eqs)] += 1
+    assert kinds[True] > 10 and kinds[False] > 10  # misread orders and misread operators both occur
+
+
+def test_wrong_plan_readings():
+    from rfprm.world.teachers import _read_flat
+    p = parse_problem("Compute 7 + 5 * 3.")
+    assert _read_flat(p.tree, True) == parse_problem("Compute (7 + 5) * 3.").tree
+    p = parse_problem("Compute 20 - (7 + 5).")
+    assert _read_flat(p.tree, False) == parse_problem("Compute 20 - 7 + 5.").tree
+    assert _read_flat(p.tree, True) == p.tree
+    p = parse_problem("Compute 20 - 7 + 5.")
+    assert _read_flat(p.tree, True, right_to_left=True) == parse_problem("Compute 20 - (7 + 5).").tree
 
 
 def test_wandering_traces_detour_but_answer_right(pool):
@@ -192,6 +221,27 @@ def test_judge_step_scores():
     assert judge_steps(problem, [first, second, "Then 36 - 4 = 32."]) == [USEFUL] * 3
 
 
+def test_noisy_judge_errs_at_its_documented_rates(pool):
+    judge = world.NoisyJudge()
+    n = Counter()
+    for r in pool:
+        steps = split_steps(r["trajectory"])
+        got = judge.steps(r["problem"], steps)
+        assert got == judge.steps(r["problem"], steps)                      # deterministic
+        assert got == [judge(r["problem"], steps[:t], s) for t, s in enumerate(steps)]
+        for local, g in zip(world.local_verdicts(r["problem"], steps), got):
+            n[("flawed" if local < USEFUL else "sound"), g == USEFUL] += 1
+        if r["teacher"] == "wrong_plan":                                  # blind to a misread plan
+            n["plan", world.local_verdicts(r["problem"], steps) == [USEFUL] * len(steps)] += 1
+    miss = n["flawed", True] / (n["flawed", True] + n["flawed", False])
+    alarm = n["sound", False] / (n["sound", True] + n["sound", False])
+    assert 0.15 < miss < 0.25 and 0.03 < alarm < 0.07, (miss, alarm)
+    assert n["plan", True] > 0.9 * 120
+    assert world.NoisyJudge(seed=1).steps("Compute 7 + 5.", ["7 + 5 = 13"]) in ([0.0], [1.0])
+    with pytest.raises(RfprmError, match="miss_rate"):
+        world.NoisyJudge(miss_rate=2)
+
+
 # ----------------------------------------------------------------------------- templates
 
 def test_extract_template_follows_the_useful_steps(pool):
@@ -200,8 +250,10 @@ def test_extract_template_follows_the_useful_steps(pool):
     assert problem_template("Compute 20 - (7 + 5).") == "7 + 5 then 20 - _"
     for r in pool:
         template = extract_template(r["problem"], r["trajectory"], r["response"])
-        if r["teacher"] != "misaligned":  # the other teachers all perform the right operations
+        if r["teacher"] not in ("misaligned", "wrong_plan"):  # the others perform the right operations
             assert template == problem_template(r["problem"]), r
+        if r["teacher"] == "wrong_plan":  # the misread plan, not the problem's
+            assert template != problem_template(r["problem"]), r
         assert template_ops(template) == [step.split()[1] for step in template.split(" then ")]
     assert extract_template("Compute 7 + 5.", "I wonder.", "no idea") == ""
     assert extract_template("Compute 7 + 5.", "I wonder.", "7 + 5 gives 12.") == "7 + 5"

@@ -5,8 +5,8 @@ are pure Python (no torch, no models); task.py and recipes.py, imported by name,
 
 - problems.py   seeded problems (`(7 + 5) * 3 - 4`), their step order, parse_problem
 - traces.py     the R1 trace format: `<think>` steps, a mirroring response, \\boxed{}
-- teachers.py   five teachers of documented quality and the mixed distillation pool
-- judge.py      answer checking and the step-quality judge (the paper's GPT-4o stand-in)
+- teachers.py   six teachers of documented quality and the mixed distillation pool
+- judge.py      answer checking; step judges: LLM-like NoisyJudge (default), exact oracle
 - templates.py  templates (`7 + 5 then _ * 3`), prompts with and without a plan
 - corpus.py     texts for the world's tokenizer
 - __main__.py   `python -m rfprm.world problems|traces ...` writes JSONL
@@ -17,8 +17,9 @@ Everything the PRM pipeline is handed is a plain function of text: scorers get t
 text, never the Problem object, the teacher or the first error.
 """
 from .corpus import world_corpus
-from .judge import (IRRELEVANT, UNPARSEABLE, USEFUL, WRONG, StepTracker, extract_boxed,
-                    is_correct, judge_step, judge_steps, normalize_answer, parse_equations, step_result)
+from .judge import (IRRELEVANT, UNPARSEABLE, USEFUL, WRONG, NoisyJudge, StepTracker, extract_boxed,
+                    is_correct, judge_step, judge_steps, local_verdicts, normalize_answer,
+                    parse_equations, step_result)
 from .problems import Op, Problem, make_problems, parse_problem, random_problem
 from .teachers import DEFAULT_MIX, TEACHERS, make_traces, parse_mix, teacher_counts
 from .templates import (extract_template, problem_prompt, problem_template, template_ops,
@@ -30,7 +31,7 @@ __all__ = [
     "Trace", "format_trace", "parse_trace", "split_steps",
     "DEFAULT_MIX", "TEACHERS", "make_traces", "parse_mix", "teacher_counts",
     "extract_boxed", "normalize_answer", "is_correct", "parse_equations", "step_result", "StepTracker",
-    "judge_step", "judge_steps", "USEFUL", "IRRELEVANT", "UNPARSEABLE", "WRONG",
+    "judge_step", "judge_steps", "NoisyJudge", "local_verdicts", "USEFUL", "IRRELEVANT", "UNPARSEABLE", "WRONG",
     "extract_template", "problem_template", "template_ops", "template_prompt", "problem_prompt",
     "wrong_template", "world_corpus",
 ]

@@ -1,9 +1,22 @@
-"""The world's checkers: final answers, and a step judge standing in for the paper's GPT-4o.
+"""The world's checkers: final answers, and step judges standing in for the paper's GPT-4o.
 
 ReasonFlux-PRM's step "quality" label comes from an LLM judge rating each thinking step for
-soundness, consistency and progress given the problem and the earlier steps. In the built-in
-world that judgement can be made exactly, so `judge_step` is a small symbolic checker.
-Notable choices:
+soundness, consistency and progress given the problem and the earlier steps. The world has two:
+
+- `NoisyJudge` (the default quality judge of the world's labels): an LLM-like judge. It reads
+  each step locally (`local_verdict`: the arithmetic, and whether the operands are the
+  problem's numbers or earlier results, no no-op, repeat or undo) without knowing the
+  problem's plan, so a step that executes a misread plan passes, and it errs at documented
+  rates: it misses MISS_RATE = 20% of the steps it would flag (scores them 1.0) and flags
+  FALSE_ALARM_RATE = 5% of the steps it would pass (scores them 0.0). Roughly GPT-4o as a
+  ProcessBench critic (first-error F1 in the 60s-70s, Zheng et al. 2024); the rates were fixed
+  before any PRM was trained on them. Each error is a pure function of (seed, problem, step
+  index, step text), so labels are the same on every run.
+- `judge_step` (the *oracle*, `judge="oracle"`, off by default): exact, and it knows the
+  problem's plan. No real user has it; it is kept as a ceiling row and for the world's own
+  checks (templates, teachers).
+
+The exact judge's notable choices:
 
 - A step is read by finding `a op b = c` in it (also `a op b gives c`, the response's
   phrasing), tolerating any words around it. A step with several equations is judged on each
@@ -29,9 +42,11 @@ Notable choices:
 """
 from __future__ import annotations
 
+import random
 import re
 
 from ..answers import extract_boxed, is_correct, normalize_answer  # re-exported for the world's users
+from ..errors import RfprmError
 from .problems import Num, Op, Problem, apply, parse_problem
 
 USEFUL, IRRELEVANT, UNPARSEABLE, WRONG = 1.0, 0.4, 0.2, 0.0
@@ -110,6 +125,44 @@ class StepTracker:
         return score
 
 
+# ----------------------------------------------------------------------------- local reading
+
+def problem_numbers(problem: Problem) -> set[int]:
+    """The numbers written in the problem text."""
+    return {arg.value for _, left, right in problem.plan for arg in (left, right) if isinstance(arg, Num)}
+
+
+def local_verdict(eq: Op, numbers: set[int], earlier: list[Op]) -> float:
+    """What a reader who checks one step against the problem's numbers and the earlier steps
+    -- but does not know the problem's plan -- can see: WRONG arithmetic; IRRELEVANT for a
+    no-op (`x + 0`, `x - 0`, `x * 1`), a repeat of an earlier equation, undoing the previous
+    step (`12 - 5 = 7` after `7 + 5 = 12`), or an operand that is neither a problem number nor
+    an earlier result; USEFUL otherwise. A step that follows a misread plan passes."""
+    if apply(eq.op, eq.a, eq.b) != eq.result:
+        return WRONG
+    written = {o.result for o in earlier}
+    no_op = (eq.op in "+-" and eq.b == 0) or (eq.op == "*" and 1 in (eq.a, eq.b))
+    repeat = any((o.a, o.op, o.b) in ((eq.a, eq.op, eq.b), (eq.b, eq.op, eq.a)) for o in earlier
+                 if o.op == eq.op and (o.op in "+*" or (o.a, o.b) == (eq.a, eq.b)))
+    undo = bool(earlier) and eq.a == earlier[-1].result and eq.result == earlier[-1].a and (
+        {eq.op, earlier[-1].op} == {"+", "-"}) and eq.b == earlier[-1].b
+    grounded = {eq.a, eq.b} <= numbers | written
+    return IRRELEVANT if no_op or repeat or undo or not grounded else USEFUL
+
+
+def local_verdicts(problem_text: str, steps: list[str]) -> list[float]:
+    """local_verdict of every step (lowest over a step's equations; UNPARSEABLE without one)."""
+    numbers, earlier, out = problem_numbers(parse_problem(problem_text)), [], []
+    for step in steps:
+        equations = parse_equations(step)
+        score = USEFUL if equations else UNPARSEABLE
+        for eq in equations:
+            score = min(score, local_verdict(eq, numbers, earlier))
+            earlier.append(eq)
+        out.append(score)
+    return out
+
+
 def judge_steps(problem_text: str, steps: list[str]) -> list[float]:
     """judge_step for every step of a solution, in one pass."""
     tracker = StepTracker(parse_problem(problem_text))
@@ -119,3 +172,41 @@ def judge_steps(problem_text: str, steps: list[str]) -> list[float]:
 def judge_step(problem_text: str, previous_steps: list[str], step: str) -> float:
     """Quality of `step` in [0, 1] given the problem and the steps before it."""
     return judge_steps(problem_text, [*previous_steps, step])[-1]
+
+
+# ----------------------------------------------------------------------------- an LLM-like judge
+
+MISS_RATE = 0.20         # of flawed steps (WRONG or IRRELEVANT by local reading) scored as sound
+FALSE_ALARM_RATE = 0.05  # of sound steps scored as wrong
+
+
+class NoisyJudge:
+    """The world's default quality judge: local reading plus seeded errors (module docstring).
+    Called like `judge_step`; `score_traces` rates many traces at once for label_records."""
+
+    def __init__(self, miss_rate: float = MISS_RATE, false_alarm_rate: float = FALSE_ALARM_RATE,
+                 seed: int = 0):
+        for name, v in (("miss_rate", miss_rate), ("false_alarm_rate", false_alarm_rate)):
+            if not 0.0 <= v <= 1.0:
+                raise RfprmError(f"NoisyJudge: {name} must be in [0, 1], got {v}")
+        self.miss_rate, self.false_alarm_rate, self.seed = miss_rate, false_alarm_rate, seed
+
+    def __repr__(self) -> str:
+        return f"NoisyJudge(miss_rate={self.miss_rate}, false_alarm_rate={self.false_alarm_rate}, seed={self.seed})"
+
+    def _err(self, problem: str, t: int, step: str, verdict: float) -> float:
+        u = random.Random(f"judge:{self.seed}:{problem}:{t}:{step}").random()
+        if verdict == USEFUL:
+            return WRONG if u < self.false_alarm_rate else USEFUL
+        if verdict in (WRONG, IRRELEVANT):
+            return USEFUL if u < self.miss_rate else verdict
+        return verdict                                   # UNPARSEABLE: nothing to misjudge
+
+    def steps(self, problem: str, steps: list[str]) -> list[float]:
+        return [self._err(problem, t, s, v) for t, (s, v) in enumerate(zip(steps, local_verdicts(problem, steps)))]
+
+    def score_traces(self, traces, progress: bool = False) -> list[list[float]]:
+        return [self.steps(problem, list(steps)) for problem, steps, _ in traces]
+
+    def __call__(self, problem: str, previous_steps: list[str], step: str, response: str = "") -> float:
+        return self.steps(problem, [*previous_steps, step])[-1]

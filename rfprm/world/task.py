@@ -3,7 +3,7 @@
 The library (`rfprm/*`) never imports the world. The scripts do, when no --data is given, and
 hand these pieces to the library:
 - `TASK`: the world's `rfprm.task.Task` -- the problem text as the prompt, the boxed answer
-  check, the exact step judge (standing in for the paper's LLM judge), template extraction
+  check, the LLM-like noisy step judge (standing in for the paper's GPT-4o), template extraction
   and template prompts for the trajectory reward, the equation parser's `step_result` for the
   PRM's marker auxiliary, and the teachers in table order.
 - The reserved evaluation problems (`eval_problems`, the first `EVAL_RESERVE` problems of
@@ -11,7 +11,9 @@ hand these pieces to the library:
 - `trace_splits`: teacher traces for PRM training, validation and test on distinct problems,
   all outside the reserve; `fresh_problems`: problems none of them uses, for the policy's own
   samples.
-- `world_labeller`: `rfprm.labels.label_records` with the world's exact pieces filled in.
+- `world_labeller`: `rfprm.labels.label_records` with the world's pieces filled in; its quality
+  judge is `judge="noisy"` (the LLM-like `NoisyJudge`, default) or `judge="oracle"` (the exact
+  `judge_step`, which no real user has: an explicitly named option for ceiling rows).
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from ..encoders import NgramEncoder
 from ..errors import RfprmError
 from ..labels import label_records, policy_rollout
 from ..task import Task
-from .judge import is_correct, judge_step, step_result
+from .judge import NoisyJudge, is_correct, judge_step, step_result
 from .problems import make_problems
 from .teachers import DEFAULT_MIX, make_traces
 from .templates import extract_template, problem_prompt, template_prompt
 
-TASK = Task(name="world", prompt=problem_prompt, is_correct=is_correct, judge=judge_step,
+TASK = Task(name="world", prompt=problem_prompt, is_correct=is_correct, judge=NoisyJudge(),
             extract_template=extract_template, template_prompt=template_prompt, step_result=step_result,
             teachers=tuple(DEFAULT_MIX))
 
@@ -73,21 +75,38 @@ def fresh_problems(n: int, seed: int, used: frozenset) -> list[dict]:
 
 # ----------------------------------------------------------------------------- labels
 
-def world_labeller(policy_model=None, tok=None, *, encoder=None, n_rollouts: int = 8,
+JUDGES = ("noisy", "oracle")
+
+
+def world_judge(judge="noisy", seed: int = 0):
+    """The quality judge by name ("noisy": NoisyJudge, the default; "oracle": the exact
+    judge_step), or any judge callable passed through."""
+    if callable(judge):
+        return judge
+    if judge == "noisy":
+        return NoisyJudge(seed=seed)
+    if judge == "oracle":
+        return judge_step
+    raise RfprmError(f"unknown judge {judge!r}: expected one of {', '.join(JUDGES)} or a callable")
+
+
+def world_labeller(policy_model=None, tok=None, *, encoder=None, judge="noisy", n_rollouts: int = 8,
                    temperature: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = 0,
                    batch_size: int = 64, **options):
-    """label_records with the world's pieces filled in: its step judge, the n-gram encoder, its
+    """label_records with the world's pieces filled in: its quality judge (`world_judge(judge)`:
+    the LLM-like noisy judge by default, "oracle" for the exact one), the n-gram encoder, its
     template extraction, template prompts and answer check, and rollouts from `policy_model`
     (no trajectory reward when it is None). Returns labeller(records, progress=True)."""
     if policy_model is not None and tok is None:
         raise RfprmError("world_labeller: a policy model needs its tokenizer")
     encoder = encoder if encoder is not None else NgramEncoder()
+    quality_judge = world_judge(judge)
 
     def labeller(records: list[dict], progress: bool = True) -> list[dict]:
         rollout = (policy_rollout(policy_model, tok, temperature=temperature, max_new_tokens=max_new_tokens,
                                   seed=seed, batch_size=batch_size, progress=progress)
                    if policy_model is not None else None)
-        return label_records(records, judge=TASK.judge, encoder=encoder, rollout=rollout,
+        return label_records(records, judge=quality_judge, encoder=encoder, rollout=rollout,
                              extract_template=TASK.extract_template, template_prompt=TASK.template_prompt,
                              is_correct=TASK.is_correct, n_rollouts=n_rollouts, seed=seed,
                              progress=progress, **options)

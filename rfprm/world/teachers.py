@@ -1,7 +1,7 @@
 """Teachers of mixed quality: the distillation pool of the built-in world.
 
 The paper selects SFT data from a pool written by reasoning models of uneven quality. Here
-five teachers write R1-style traces, each a function `(problem, rng) -> Trace`. The teacher
+six teachers write R1-style traces, each a function `(problem, rng) -> Trace`. The teacher
 and the first error are kept in the record for evaluation only; no scorer may read them.
 
 | teacher    | thinking                                   | response             | answer | first_error      |
@@ -11,6 +11,7 @@ and the first error are kept in the record for evaluation only; no scorer may re
 | wandering  | right, plus 1-2 detours among the steps    | mirrors useful steps | right  | the first detour |
 | misaligned | every step right                           | solves something else| wrong  | -1               |
 | lucky      | a slip, then a compensating error or a jump| mirrors              | right  | the slip         |
+| wrong_plan | every step locally sound, wrong plan       | mirrors              | wrong  | -1 (plan flaw)   |
 
 Notable choices:
 - Slips are natural ones: off by 1 (most often), 2 or 10, or a digit changed or two digits
@@ -31,8 +32,24 @@ Notable choices:
   of step k writes its true result although its inputs carried the slip, 60%) or a jump (the
   next steps simply use the true values, as if the slip never happened, 40%). The answer is
   right, so an outcome-only filter keeps these traces.
+- Wrong plan: the teacher misreads the problem's *structure*, then executes its misreading
+  flawlessly: every step has right arithmetic and takes its operands from the problem's numbers
+  or from results it wrote earlier, so a judge reading one step at a time finds nothing wrong.
+  Misreadings, tried in a random order, the first that changes the answer and keeps every
+  result in [1, 999] wins: precedence ignored, read left to right (`7 + 5 * 3` as
+  `(7 + 5) * 3`, parentheses kept), the same with the parentheses ignored too (`20 - (7 + 5)`
+  as `20 - 7 + 5`), or read from the right (`20 - 7 + 5` as `20 - (7 + 5)`, the classic sign
+  slip). Only when none of the three changes the answer (e.g. `3 + 4 + 5`): one operator
+  misread (`-` as `+`, `+` as `*`, `*` as `+`) on the first step where that works. Most of
+  the world's problems read the same in every order, so over 5000 problems the misreadings
+  are: operator 61%, from the right 22%, parentheses ignored 11%, precedence ignored 6%. The response mirrors the thinking, so alignment is high. Its first_error
+  is -1: step-level evaluation counts these traces as flawless (no step is locally wrong; the
+  world's exact judge, which knows the problem's plan, does score the off-plan steps 0.4). The
+  flaw is the trace's: evaluation finds these traces by `teacher == "wrong_plan"` and reports
+  them as a trace-level AUC (sound traces vs wrong-plan traces), the case the paper's
+  template-guided trajectory reward is for (its extracted template follows the wrong plan).
 - `make_traces` assigns teachers in exact proportions (largest remainder), then shuffles,
-  so a pool of 1000 under DEFAULT_MIX has exactly 350 clean traces.
+  so a pool of 1000 under DEFAULT_MIX has exactly 300 clean and 100 wrong-plan traces.
 """
 from __future__ import annotations
 
@@ -41,10 +58,12 @@ from typing import Callable
 
 from ..errors import RfprmError
 from .judge import StepTracker
-from .problems import BinOp, Node, Num, Op, Problem, apply, make_problems, random_problem, solve
+from .problems import (PRECEDENCE, BinOp, Node, Num, Op, Problem, apply, make_problems, random_problem,
+                       render, solve)
 from .traces import Trace, think_step, written_trace
 
-DEFAULT_MIX = {"clean": 0.35, "sloppy": 0.25, "wandering": 0.15, "misaligned": 0.10, "lucky": 0.15}
+DEFAULT_MIX = {"clean": 0.30, "sloppy": 0.20, "wandering": 0.15, "misaligned": 0.10, "lucky": 0.15,
+               "wrong_plan": 0.10}
 MAX_SLIPPED_VALUE = 999
 
 
@@ -208,9 +227,74 @@ def misaligned(problem: Problem, rng: random.Random) -> Trace:
             return written_trace(list(problem.ops), response=ops)
 
 
+def _read_flat(node: Node, keep_parentheses: bool, right_to_left: bool = False) -> Node:
+    """The tree a reader builds who applies the operators in reading order (or from the right),
+    ignoring precedence (and, unless `keep_parentheses`, the parentheses too)."""
+    def tokens(n: Node, top: bool) -> list:
+        if isinstance(n, Num):
+            return [n]
+        left = tokens(n.left, False)
+        right = tokens(n.right, False)
+        # where render() prints parentheses, a reader who keeps them sees one unit
+        if keep_parentheses and isinstance(n.right, BinOp) and PRECEDENCE[n.right.op] <= PRECEDENCE[n.op]:
+            right = [_read_flat(n.right, True, right_to_left)]
+        if keep_parentheses and isinstance(n.left, BinOp) and PRECEDENCE[n.left.op] < PRECEDENCE[n.op]:
+            left = [_read_flat(n.left, True, right_to_left)]
+        return [*left, n.op, *right]
+
+    items = tokens(node, True)
+    if right_to_left:                      # a op (b op (c op d))
+        tree = items[-1]
+        for i in range(len(items) - 2, 0, -2):
+            tree = BinOp(items[i], items[i - 1], tree)
+        return tree
+    tree = items[0]                        # ((a op b) op c) op d
+    for i in range(1, len(items), 2):
+        tree = BinOp(items[i], tree, items[i + 1])
+    return tree
+
+
+_OPERATOR_MISREAD = {"-": "+", "+": "*", "*": "+"}
+
+
+def _operator_misreads(node: Node) -> list[Node]:
+    """The tree with one operator misread, each position in evaluation order."""
+    out: list[Node] = []
+
+    def rebuild(n: Node, target: list[int]) -> Node:
+        if isinstance(n, Num):
+            return n
+        left, right = rebuild(n.left, target), rebuild(n.right, target)
+        target[0] -= 1
+        op = _OPERATOR_MISREAD[n.op] if target[0] == -1 else n.op
+        return BinOp(op, left, right)
+
+    n_ops = len(solve(node))
+    for k in range(n_ops):
+        out.append(rebuild(node, [k]))
+    return out
+
+
+def wrong_plan_tree(problem: Problem, rng: random.Random) -> Node:
+    """A misreading of the problem's structure whose answer differs and whose every result
+    stays in [1, MAX_SLIPPED_VALUE] (see the module docstring for the order they are tried)."""
+    flat = [_read_flat(problem.tree, True), _read_flat(problem.tree, False),
+            _read_flat(problem.tree, True, right_to_left=True)]
+    rng.shuffle(flat)
+    for tree in [*flat, *_operator_misreads(problem.tree)]:
+        ops = solve(tree)
+        if _in_bounds(ops) and ops[-1].result != problem.answer and render(tree) != problem.expression:
+            return tree
+    raise RfprmError(f"no wrong plan for {problem.text!r}")  # never seen on the world's problems
+
+
+def wrong_plan(problem: Problem, rng: random.Random) -> Trace:
+    return written_trace(solve(wrong_plan_tree(problem, rng)))
+
+
 TEACHERS: dict[str, Callable[[Problem, random.Random], Trace]] = {
     "clean": clean, "sloppy": sloppy, "wandering": wandering, "misaligned": misaligned,
-    "lucky": lucky,
+    "lucky": lucky, "wrong_plan": wrong_plan,
 }
 
 

@@ -15,7 +15,11 @@ It says what to compute in which order, never a result. Notable choices:
 - `extract_template` keeps only the thinking steps that made progress (judge.StepTracker), in
   the order they were done, each written as the problem's operation it performed: a wandering
   trace's detours drop out, and a slip does not change the plan (its operation was still the
-  right one). When the thinking shows no progress at all it falls back to the response, then
+  right one). A step off the problem's plan that still reads as progress to a judge that
+  does not know the plan (`judge.local_verdict`: right arithmetic on problem numbers or earlier
+  results, no no-op, repeat or undo) is kept as written, an earlier result as `_`: a trace
+  that misread the problem's structure (the wrong-plan teacher) yields its misread plan, so
+  the template-guided rollouts follow it and miss the answer. When the thinking shows no progress at all it falls back to the response, then
   to every equation written (with its numbers), then to "" (no plan).
 - It reads the trace (and the problem text, to know which operands are the problem's); it
   never consults the true solution. A trace that took a wrong turn yields a wrong plan, which
@@ -31,7 +35,7 @@ import random
 import re
 
 from ..errors import RfprmError
-from .judge import StepTracker, parse_equations
+from .judge import USEFUL, StepTracker, local_verdict, parse_equations, problem_numbers
 from .problems import Num, Problem, parse_problem
 from .traces import split_steps
 
@@ -74,16 +78,28 @@ def problem_template(problem: Problem | str) -> str:
     return template_of([plan_step(*entry) for entry in problem.plan])
 
 
+def own_step(eq, earlier) -> str:
+    """A template step for an equation off the problem's plan: an operand that an earlier step
+    wrote becomes `_`, any other stays a number."""
+    written = {o.result for o in earlier}
+    show = lambda v: HOLE if v in written else str(v)
+    return f"{show(eq.a)} {eq.op} {show(eq.b)}"
+
+
 def extract_template(problem_text: str, trajectory: str, response: str) -> str:
     """The plan the trace followed: its useful steps (see the module docstring)."""
     problem = parse_problem(problem_text)
+    numbers = problem_numbers(problem)
     for text in (trajectory, response):
-        tracker, steps = StepTracker(problem), []
+        tracker, steps, earlier = StepTracker(problem), [], []
         for step in split_steps(text):
             for eq in parse_equations(step):
                 i = tracker.observe(eq)
                 if i is not None:
                     steps.append(plan_step(*problem.plan[i]))
+                elif local_verdict(eq, numbers, earlier) == USEFUL:  # progress on a misread plan
+                    steps.append(own_step(eq, earlier))
+                earlier.append(eq)
         if steps:
             return template_of(steps)
     return template_of([f"{eq.a} {eq.op} {eq.b}" for eq in parse_equations(trajectory)])

@@ -1,0 +1,43 @@
+"""The PRM recipe's variants: the response-only PRM's records and every variant's stage plan."""
+import pytest
+
+from rfprm import world
+from rfprm.errors import RfprmError
+from rfprm.prm_recipe import PRMRecipe, parse_variants, response_only_records, stage_plan
+from rfprm.prm_train import PRMTrainSpec
+from rfprm.steps import split_steps
+from rfprm.world.task import world_labeller
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    return world_labeller()(world.make_traces(60, seed=2), progress=False)
+
+
+def test_response_only_records_score_the_response_steps(labelled):
+    out = response_only_records(labelled)
+    for r, o in zip(labelled, out):
+        response = split_steps(r["response"])
+        assert split_steps(o["trajectory"]) == response and o["response"] == r["response"]
+        assert len(o["step_rewards"]) == len(response)
+        assert "trajectory_reward" not in o and "label_parts" not in o
+        assert set(o["step_rewards"]) <= set(r["step_rewards"])       # labels moved, not made up
+        if len(split_steps(r["trajectory"])) == len(response):       # one to one: the same labels
+            assert o["step_rewards"] == r["step_rewards"]
+    wander = next(o for r, o in zip(labelled, out) if r["teacher"] == "wandering")
+    assert len(wander["step_rewards"]) < len(split_steps(next(
+        r for r in labelled if r["teacher"] == "wandering")["trajectory"]))
+    with pytest.raises(RfprmError, match="response-only: training record 0"):
+        response_only_records([{**labelled[0], "step_rewards": [0.5] * 9}])
+
+
+def test_every_variant_has_the_same_stages_and_steps(labelled):
+    assert parse_variants("reasonflux,response-only") == ["reasonflux", "response-only"]
+    r = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="fused")
+    spec = PRMTrainSpec(steps=r.steps, lambda_final=r.lambda_final)
+    main = stage_plan("reasonflux", r, labelled, labelled, spec, world.is_correct)
+    resp = stage_plan("response-only", r, labelled, labelled, spec, world.is_correct)
+    assert [s.steps for _, s, _ in resp] == [s.steps for _, s, _ in main] == [50, 10]
+    assert all(s.lambda_final == 0 for _, s, _ in resp) and main[-1][1].lambda_final == r.lambda_final
+    assert not any(shared for _, _, shared in resp)               # never reuses reasonflux's first stage
+    assert resp[0][0][0]["trajectory"] == labelled[0]["response"]
