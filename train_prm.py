@@ -24,6 +24,12 @@ With --data (preset `data`: every layer, no marker auxiliary), traces that carry
 are used as they are; others are labelled with --judge (a local instruct model, default
 --model) as the quality judge and --policy (default --model) for the template-guided rollouts.
 Evaluation needs `first_error` in --val-data and --test-data.
+
+The labels' parts are chosen separately: Φ by `--set encoder=ngram|DIR` (hashed n-grams or an
+LM's mean hidden state), the quality judge by --judge (with --data) or `--set world_judge=noisy`
+(the world's LLM-like judge, the default) / `oracle` (its exact judge, an oracle no real user has),
+the template expert by --expert, and the coherence τ, negatives and fusion temperature by
+`--set tau=...,n_negatives=...,fusion_temperature=...`.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from rfprm import cli, distributed
 from rfprm.checkpoint import load_config, load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, resolve_path
+from rfprm.encoders import build_encoder
 from rfprm.labels import llm_labeller, sample_traces
 from rfprm.prm_layout import STEP_TAG
 from rfprm.prm_recipe import PRESETS, check_recipe, parse_variants, quick, train_variants
@@ -55,12 +62,15 @@ def parse_args(argv=None):
     ap.add_argument("--init-prm", metavar="DIR", help="start from this PRM's weights (one more stage)")
     ap.add_argument("--policy", metavar="DIR", help="the policy of the template-guided rollouts (default: --model)")
     ap.add_argument("--judge", metavar="DIR", help="--data: a local instruct model rating steps (default: --model)")
+    ap.add_argument("--expert", metavar="DIR", help="--data: the model writing each trace's template "
+                                                    "(default: --policy)")
     ap.add_argument("--val-data", metavar="FILE", help="JSONL traces with first_error, for the threshold")
     ap.add_argument("--test-data", metavar="FILE", help="JSONL traces with first_error, for the evaluation")
     ap.add_argument("--work", metavar="DIR", help="labels, baselines and training state (default: the run "
                                                   "directory, or runs/<out name>-work for an explicit --out)")
     ap.add_argument("--variants", default="reasonflux", help="PRMs to train, the first is --out: reasonflux, "
-                                                             "step-only (λ_final = 0), outcome (outcome-only RM)")
+                                                             "step-only (λ_final = 0), outcome (outcome-only RM), "
+                                                             "response-only (response steps only)")
     cli.add_scale_flags(ap, "the backbone (+ the head)", "; --out is then an adapter to merge")
     cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
@@ -74,6 +84,11 @@ def parse_args(argv=None):
     if args.recipe.policy_problems and args.data:
         raise RfprmError("policy_problems works on the built-in world only; with --data, add the "
                          "policy's labelled samples to the --data file")
+    if not args.data and (args.judge or args.expert):
+        raise RfprmError("--judge and --expert label --data traces; the built-in world's judge is "
+                         "--set world_judge=noisy|oracle")
+    if args.data and "world_judge" in args.changed:
+        raise RfprmError("world_judge is the built-in world's; with --data the judge is --judge DIR")
     args.variants = parse_variants(args.variants)
     return args
 
@@ -105,16 +120,23 @@ def label(records: list[dict], args, work: Path, name: str) -> list[dict]:
         return read_records(path, "labelled")
     limit = None if r.rollout_traces < 0 else r.rollout_traces
     policy_dir = resolve_path(args.policy or args.model)
+    options = dict(encoder=build_encoder(r.encoder, device=args.device), tau=r.tau, n_negatives=r.n_negatives,
+                   fusion_temperature=r.fusion_temperature, n_rollouts=r.rollouts, seed=args.seed,
+                   trajectory_limit=limit)
     if args.data:
         judge_dir = resolve_path(args.judge or args.model)
+        expert = {}
+        if args.expert:
+            expert_dir = resolve_path(args.expert)
+            expert = dict(expert_model=load_model(expert_dir, device=args.device),
+                          expert_tok=load_tokenizer(expert_dir))
         labeller = llm_labeller(load_model(judge_dir, device=args.device), load_tokenizer(judge_dir),
                                 load_model(policy_dir, device=args.device), load_tokenizer(policy_dir),
-                                is_correct=TEXT_TASK.is_correct, n_rollouts=r.rollouts, seed=args.seed,
-                                trajectory_limit=limit)
+                                is_correct=TEXT_TASK.is_correct, **expert, **options)
         labelled = labeller(records)
     else:
         labeller = world_labeller(load_model(policy_dir, device=args.device), load_tokenizer(policy_dir),
-                                  n_rollouts=r.rollouts, seed=args.seed, trajectory_limit=limit)
+                                  judge=r.world_judge, **options)
         labelled = labeller(hide_eval_fields(records))
     write_records(path, labelled)
     distributed.barrier()              # the other ranks read the file now

@@ -55,6 +55,11 @@ class PRMRecipe:
     # labels
     rollouts: int = 4             # template-guided answers per trace for the trajectory reward
     rollout_traces: int = 1000    # trajectory reward for this many training traces only (-1: all)
+    encoder: str = "ngram"        # Φ of alignment and coherence: "ngram", or an LM (dir or shipped name)
+    world_judge: str = "noisy"    # built-in world only: "noisy" (LLM-like) or "oracle" (the exact judge)
+    tau: float = 0.1              # temperature of the coherence contrast (method.md, coherence)
+    n_negatives: int = 8          # steps of other traces in each coherence contrast
+    fusion_temperature: float = 1.0  # softmax temperature of the three-signal fusion
     # the PRM
     prm_layers: int = 0           # keep the first N decoder layers of --model (0: all; --init-prm: its depth)
     layout: str = "rfprm"         # PRM input layout: "rfprm" (response first) or "qwen"
@@ -83,12 +88,12 @@ class PRMRecipe:
 PRESETS = {
     "world": PRMRecipe(prm_layers=4, marker_aux=0.5),     # tiny-policy on the built-in world, ~10 min on 2 cores
     "data": PRMRecipe(),                                   # --data: every layer, no marker auxiliary
-    # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
     # the paper's method alone: fused labels and the trajectory label, one stage of the joint MSE
     # (λ_step = λ_final = 1) training the backbone on both terms; no verdict curriculum, no marker
     # auxiliary, the trajectory reward on every training trace. Measured, not the default.
     "method": PRMRecipe(prm_layers=4, first_stage_targets="fused", second_stage_steps=0, marker_aux=0.0,
                         lambda_final=1.0, rollout_traces=-1),
+    # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
     "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
                              second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
                              rollout_traces=2000),
@@ -107,6 +112,15 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
     for name in ("lr", "second_stage_lr"):
         if not getattr(r, name) > 0:
             raise RfprmError(f"{name} must be > 0, got {getattr(r, name)}")
+    if r.n_negatives < 1:
+        raise RfprmError(f"n_negatives must be >= 1, got {r.n_negatives}")
+    for name in ("tau", "fusion_temperature"):
+        if not (math.isfinite(getattr(r, name)) and getattr(r, name) > 0):
+            raise RfprmError(f"{name} must be a finite number > 0, got {getattr(r, name)}")
+    if r.world_judge not in ("noisy", "oracle"):
+        raise RfprmError(f"world_judge must be noisy or oracle; got {r.world_judge!r}")
+    if not r.encoder.strip():
+        raise RfprmError("encoder must be ngram or a language model's directory / shipped name")
     if not math.isfinite(r.alpha):
         raise RfprmError(f"alpha must be a finite number, got {r.alpha}")
     if r.rollout_traces < -1:

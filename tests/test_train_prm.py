@@ -77,6 +77,19 @@ def test_train_prm_quick_end_to_end(quick_policy, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     again = rfprm.load_prm(out).state_dict()
     assert all(torch.equal(v, again[k]) for k, v in prm.state_dict().items())
+    # the labels' parts are chosen separately: an LM encoder changes alignment, the oracle judge
+    # quality, on the same traces
+    work2 = tmp_path / "work2"
+    res = subprocess.run([sys.executable, "train_prm.py", "--quick", "--model", str(quick_policy),
+                          "--out", str(tmp_path / "prm2"), "--work", str(work2), "--threads", "1",
+                          "--set", f"encoder={quick_policy},world_judge=oracle,steps=2,eval_every=0,second_stage_steps=1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    other = [json.loads(line) for line in (work2 / "labels_train.jsonl").read_text().splitlines()]
+    assert [r["trajectory"] for r in other] == [r["trajectory"] for r in labels]
+    parts = lambda rs, k: [x for r in rs for x in r["label_parts"][k]]
+    assert parts(other, "alignment") != parts(labels, "alignment")
+    assert parts(other, "quality") != parts(labels, "quality")
 
 
 def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
@@ -130,6 +143,13 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     (["--set", "steps=many"], "--set steps=many: expected int"),
     (["--set", "nonsense=1"], "--set nonsense=1: expected FIELD=VALUE"),
     (["--preset", "bogus"], "--preset"),
+    (["--set", "tau=0"], "tau must be a finite number > 0"),
+    (["--set", "fusion_temperature=nan"], "fusion_temperature must be"),
+    (["--set", "n_negatives=0"], "n_negatives must be >= 1"),
+    (["--set", "world_judge=gpt"], "world_judge must be noisy or oracle"),
+    (["--set", "world_judge=oracle", "--data", "x.jsonl"], "with --data the judge is --judge"),
+    (["--judge", "tiny-base"], "--judge and --expert label --data traces"),
+    (["--expert", "tiny-base"], "--judge and --expert label --data traces"),
 ])
 def test_bad_flags(flags, match, tmp_path):
     res = subprocess.run([sys.executable, "train_prm.py", *flags], cwd=ROOT, capture_output=True,
