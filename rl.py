@@ -41,7 +41,7 @@ from rfprm.tokenizer import load_tokenizer
 TRAIN_SEED = 4242        # the world problems RL trains on (none of them in the reserved eval set)
 VALIDATION_SEED = 4343   # --validation: problems for choosing hyperparameters (in neither of the above)
 # The default run, chosen on the validation split (docs/results.md, "Online RL").
-DEFAULTS = dict(steps=36, prompts=16, group_size=8, lr=3e-5, epochs=2, eval_problems=200)
+DEFAULTS = dict(steps=30, prompts=16, group_size=8, lr=3e-5, epochs=2, eval_problems=200)
 # --problems: which built-in world problems (by their number of operations, 2 to 4)
 PROBLEM_SETS = {"all": (2, 3, 4), "hard": (4,)}
 COMPARE = {"grpo-rule": dict(algo="grpo", beta=0.0), "grpo-mix": dict(algo="grpo", beta=None),
@@ -66,6 +66,8 @@ def parse_args(argv=None):
     ap.add_argument("--eval-problems", type=int, help=f"how many held-out problems (default {DEFAULTS['eval_problems']}; "
                     "16 with --quick)")
     ap.add_argument("--eval-samples", type=int, default=4, help="samples per held-out problem for sampled accuracy")
+    ap.add_argument("--eval-every", type=int, default=0, metavar="K", help="also evaluate every K steps (held-out "
+                    "sampled and greedy accuracy go into curves.csv; 0: only before and after)")
     ap.add_argument("--algo", default="grpo", choices=["grpo", "ppo"])
     ap.add_argument("--beta", type=float, default=None, help="PRM share of the reward, in [0, 1] (default 0 for "
                     "a single run; 0.5 for the mixed runs of --compare)")
@@ -92,6 +94,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     ap.add_argument("--compare", action="store_true", help="grpo-rule, grpo-mix and ppo-dense over --seeds")
     ap.add_argument("--seeds", type=int, default=3, help="seeds for --compare")
+    ap.add_argument("--methods", default=",".join(COMPARE), help=f"which of {', '.join(COMPARE)} --compare runs "
+                    "(comma-separated)")
     args = ap.parse_args(argv)
     cli.check_common(args)
     args.model = args.model or "tiny-policy"
@@ -101,7 +105,11 @@ def parse_args(argv=None):
     args.eval_problems = args.eval_problems or (16 if args.quick else DEFAULTS["eval_problems"])
     cli.at_least(args.lora, 0, "--lora", " (0 = off)")
     cli.at_least(args.eval_samples, 1, "--eval-samples")
+    cli.at_least(args.eval_every, 0, "--eval-every", " (0 = off)")
     cli.at_least(args.seeds, 1, "--seeds")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods or any(m not in COMPARE for m in args.methods):
+        raise RfprmError(f"--methods {','.join(args.methods) or '(none)'}: expected some of {', '.join(COMPARE)}")
     if args.beta is not None:
         check_beta(args.beta)
     if args.validation and args.eval_data:
@@ -169,7 +177,7 @@ def judge_for(args):
 
 def write_curves(out: Path, history: list[dict]) -> Path | None:
     with atomic_file(out / "curves.csv") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for h in history for k in h)))
         w.writeheader()
         w.writerows(history)
     try:
@@ -179,11 +187,16 @@ def write_curves(out: Path, history: list[dict]) -> Path | None:
     except ImportError:
         return None
     keys = ["reward", "rule", "kl", "entropy", "clip_frac", "flat_groups"]
-    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5))
-    steps = [h["step"] for h in history]
+    titles = {"rule": "train accuracy (rule reward)", "heldout_sampled": "held-out sampled accuracy"}
+    if any("heldout_sampled" in h for h in history):
+        keys.append("heldout_sampled")
+    fig, axes = plt.subplots(2, 4 if len(keys) > 6 else 3, figsize=(14 if len(keys) > 6 else 11, 5.5))
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
     for ax, k in zip(axes.flat, keys):
-        ax.plot(steps, [h[k] for h in history])
-        ax.set_title("train accuracy (rule reward)" if k == "rule" else k)
+        points = [(h["step"], h[k]) for h in history if k in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if k == "heldout_sampled" else None)
+        ax.set_title(titles.get(k, k))
         ax.set_xlabel("step")
     fig.tight_layout()
     with atomic_file(out / "curves.png", "wb") as f:
@@ -227,7 +240,8 @@ def plan_runs(args) -> list[tuple[str, RLConfig, Path]]:
         mix_beta = 0.5 if args.beta is None else args.beta
         plan = [(m, config_for(args, spec["algo"], mix_beta if spec["beta"] is None else spec["beta"], seed),
                  args.out / f"{m}-seed{seed}")
-                for seed in range(args.seed, args.seed + args.seeds) for m, spec in COMPARE.items()]
+                for seed in range(args.seed, args.seed + args.seeds) for m, spec in COMPARE.items()
+                if m in args.methods]
     if args.dry_run:                   # an estimate reads the configs only, not the weights
         load_config(resolve_path(args.model))
     else:
@@ -272,6 +286,11 @@ def one_run(args, cfg: RLConfig, out: Path, train, test, judge, tag: str) -> dic
     run_id = check_out(args, cfg, out)
     bar = tqdm(total=cfg.steps, desc=tag, dynamic_ncols=True)
     def on_step(h):
+        if args.eval_every and h["step"] % args.eval_every == 0:
+            r = evaluate(model, tok, test, world.problem_prompt, None, cfg.temperature, args.eval_samples,
+                         cfg.max_new_tokens, seed=10_000 + cfg.seed)
+            h.update(heldout_sampled=r["accuracy"], heldout_greedy=r["greedy"])
+            tqdm.write(f"{tag} step {h['step']}: held-out sampled {fmt(r['accuracy'])}  greedy {fmt(r['greedy'])}")
         bar.update(1)
         bar.set_postfix(reward=f"{h['reward']:.3f}", rule=f"{h['rule']:.3f}", kl=f"{h['kl']:.4f}")
     history = train_rl(model, tok, prm, train, world.problem_prompt, cfg, out, run_id, args.resume, on_step=on_step)

@@ -1,15 +1,23 @@
 """The RL loop: sample groups, score them with the rule and the PRM, update the policy.
 
 One step (`rl_step`): draw prompts, sample G answers each (one prefill per prompt, the KV cache
-copied G times, `rfprm.generate`), reward them, recompute the old log-probs, then `epochs` passes
-of the clipped objective (maths in `rfprm.rl`). GRPO broadcasts one advantage per answer to its
-tokens; PPO places rewards on tokens (PRM step rewards on each thinking step's last token, the
-rule reward on the final token) and runs GAE against a value head on the policy's hidden states.
+copied G times, `rfprm.generate`), reward them, then `epochs` passes of the clipped objective
+(maths in `rfprm.rl`). GRPO broadcasts one advantage per answer to its tokens; PPO places rewards
+on tokens (PRM step rewards on each thinking step's last token, the rule reward on the final
+token) and runs GAE against a value head on the policy's hidden states.
 
 Notable choices:
 - Log-probs come from the fused `linear_logprobs` (no [B, T, V] logits) with the logits divided
-  by the sampling temperature, so ratio = 1 exactly before the first update. Entropy is the
+  by the sampling temperature. GRPO's old log-probs are the sampler's own (`generate(...,
+  return_logprobs=True)`, the same temperature-scaled distribution), so no second forward pass
+  is spent on them; tests/test_rl_fast_paths.py checks they equal the recomputed ones, i.e. the
+  ratio is 1 before the first update. PPO recomputes them with its values. Entropy is the
   Monte-Carlo estimate -mean log p(sampled token) (the exact one needs the full logits).
+- GRPO leaves zero-spread groups (all answers rewarded alike) out of the update when there is no
+  KL term (`skip_flat`, DAPO's dynamic sampling without the resampling): their advantages are 0,
+  so they would only add tokens to the loss's denominator and cost a forward and backward pass.
+- `lora_r > 0` trains LoRA adapters only (`rfprm.lora`); the reference copy for the KL is taken
+  before they are attached, so it is the base policy, and checkpoints hold the adapters only.
 - The library never imports the built-in world: the caller passes `prompt_fn` (problem text ->
   user message) and, for evaluation only, `judge_fn` (problem, steps -> per-step verdicts).
 - Every step's randomness comes from (seed, step) alone, and checkpoints hold the weights, the

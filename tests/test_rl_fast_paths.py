@@ -107,10 +107,13 @@ def run(*args):
                           capture_output=True, text=True)
 
 
-def test_script_lora_writes_a_peft_adapter(tmp_path):
+def test_script_lora_writes_a_peft_adapter_and_eval_every_fills_the_curves(tmp_path):
     out = tmp_path / "run"
-    res = run("--quick", "--lora", "4", "--out", out, "--max-new-tokens", "64", "--eval-problems", "4")
+    res = run("--quick", "--lora", "4", "--out", out, "--max-new-tokens", "96", "--eval-problems", "4",
+              "--eval-every", "2")
     assert res.returncode == 0, res.stderr[-2000:]
+    rows = (out / "curves.csv").read_text().splitlines()
+    assert rows[0].endswith("heldout_sampled,heldout_greedy") and rows[1].endswith(",,") and not rows[2].endswith(",,")
     assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "model").exists()
     model = load_adapter(load_model(resolve_path("tiny-policy")), out / "adapter")
     assert any(m.lora_B.weight.abs().sum() > 0 for m in model.modules() if hasattr(m, "lora_B"))
@@ -139,7 +142,9 @@ def test_memory_preflight_refuses_and_force_overrides(tmp_path):
 @pytest.mark.parametrize("args,message", [(["--beta", "-0.1"], "must be in [0, 1]"),
                                           (["--lora", "-2"], "--lora must be >= 0"),
                                           (["--validation", "--eval-data", "x.jsonl"], "--validation"),
-                                          (["--problems", "easy"], "invalid choice")])
+                                          (["--problems", "easy"], "invalid choice"),
+                                          (["--compare", "--methods", "grpo-rule,dpo"], "--methods"),
+                                          (["--eval-every", "-1"], "--eval-every must be >= 0")])
 def test_more_bad_flags_one_line_exit_2(tmp_path, args, message):
     res = run("--quick", "--out", tmp_path / "out", *args)
     assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
