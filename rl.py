@@ -77,6 +77,8 @@ def parse_args(argv=None):
     ap.add_argument("--problems", default="all", choices=list(PROBLEM_SETS),
                     help="built-in world problems to train and evaluate on: all, or hard (the ones tiny-policy "
                          "rarely gets right)")
+    ap.add_argument("--train-problems", choices=list(PROBLEM_SETS), help="built-in world problems to train on, "
+                    "if not those of --problems (e.g. train on hard ones, evaluate on all)")
     ap.add_argument("--steps", type=int, help=f"RL steps (default {DEFAULTS['steps']}; 2 with --quick)")
     ap.add_argument("--prompts", type=int, help=f"prompts per step (default {DEFAULTS['prompts']}; 4 with --quick)")
     ap.add_argument("--group-size", type=int, default=DEFAULTS["group_size"], help="samples per prompt (G)")
@@ -157,8 +159,9 @@ def problem_sets(args) -> tuple[list[dict], list[dict]]:
     """(training problems, held-out problems): --data / --eval-data, else the built-in world's
     training split and its reserved evaluation problems (or, with --validation, a validation split)."""
     n_ops = PROBLEM_SETS[args.problems]
+    train_ops = PROBLEM_SETS[args.train_problems or args.problems]
     held = held_out_texts()
-    train = load_problems(args.data, "training", None) if args.data else world_split(2000, TRAIN_SEED, n_ops, held)
+    train = load_problems(args.data, "training", None) if args.data else world_split(2000, TRAIN_SEED, train_ops, held)
     if args.eval_data:
         return train, load_problems(args.eval_data, "evaluation", args.eval_problems)
     if args.validation:
