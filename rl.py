@@ -10,9 +10,15 @@ through a step the world's judge marks wrong).
     python rl.py --beta 0.75 --prm-reward last     # the released code's mix
     python rl.py --algo ppo --beta 0.5             # PPO with dense PRM step rewards (min-form credit)
     python rl.py --compare --json runs/rl.json     # grpo-rule vs grpo-mix vs ppo-dense over --seeds
+    python rl.py --problems hard --compare --methods grpo-rule,grpo-mix   # where rule rewards go flat
+    python rl.py --validation --eval-every 6       # choose settings on a split the report never uses
     python rl.py --model DIR --prm DIR --data train.jsonl --eval-data test.jsonl --device cuda
+    python rl.py --model DIR --lora 16 --dry-run   # memory estimate of a one-GPU run, then exit
 
-Outputs in --out: the final policy (HF layout), curves.csv and curves.png, rl_state/ for --resume.
+Outputs in --out: the final policy (HF layout; with --lora its PEFT adapter in adapter/, which
+`python -m rfprm.lora merge` folds into a checkpoint), curves.csv and curves.png, rl_state/ for
+--resume. The default run's settings were chosen on the --validation split (docs/results.md,
+"Online RL"); GRPO leaves groups whose answers all got the same reward out of the update.
 """
 from __future__ import annotations
 
