@@ -28,7 +28,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from rfprm import cli, world
