@@ -5,7 +5,8 @@ same step in TRL's GRPOTrainer when `trl` is installed (a ratio on this machine,
     python bench/bench_rl.py --prompts 16 --no-trl
 
 The split is measured by wrapping rfprm.rl_loop's `generate` and `score_rollouts` with timers; the
-update is the rest of the step (old log-probs, the inner epochs, the optimizer). TRL runs the same
+update is the rest of the step (the inner epochs over the groups with a reward spread, the
+optimizer; GRPO's old log-probs come from the sampler). TRL runs the same
 model weights (loaded by transformers), the same prompts, group size, completion length and
 temperature with a rule reward; its step also includes its own logging.
 """

@@ -1,15 +1,23 @@
 """The RL loop: sample groups, score them with the rule and the PRM, update the policy.
 
 One step (`rl_step`): draw prompts, sample G answers each (one prefill per prompt, the KV cache
-copied G times, `rfprm.generate`), reward them, recompute the old log-probs, then `epochs` passes
-of the clipped objective (maths in `rfprm.rl`). GRPO broadcasts one advantage per answer to its
-tokens; PPO places rewards on tokens (PRM step rewards on each thinking step's last token, the
-rule reward on the final token) and runs GAE against a value head on the policy's hidden states.
+copied G times, `rfprm.generate`), reward them, then `epochs` passes of the clipped objective
+(maths in `rfprm.rl`). GRPO broadcasts one advantage per answer to its tokens; PPO places rewards
+on tokens (PRM step rewards on each thinking step's last token, the rule reward on the final
+token) and runs GAE against a value head on the policy's hidden states.
 
 Notable choices:
 - Log-probs come from the fused `linear_logprobs` (no [B, T, V] logits) with the logits divided
-  by the sampling temperature, so ratio = 1 exactly before the first update. Entropy is the
+  by the sampling temperature. GRPO's old log-probs are the sampler's own (`generate(...,
+  return_logprobs=True)`, the same temperature-scaled distribution), so no second forward pass
+  is spent on them; tests/test_rl_fast_paths.py checks they equal the recomputed ones, i.e. the
+  ratio is 1 before the first update. PPO recomputes them with its values. Entropy is the
   Monte-Carlo estimate -mean log p(sampled token) (the exact one needs the full logits).
+- GRPO leaves zero-spread groups (all answers rewarded alike) out of the update when there is no
+  KL term (`skip_flat`, DAPO's dynamic sampling without the resampling): their advantages are 0,
+  so they would only add tokens to the loss's denominator and cost a forward and backward pass.
+- `lora_r > 0` trains LoRA adapters only (`rfprm.lora`); the reference copy for the KL is taken
+  before they are attached, so it is the base policy, and checkpoints hold the adapters only.
 - The library never imports the built-in world: the caller passes `prompt_fn` (problem text ->
   user message) and, for evaluation only, `judge_fn` (problem, steps -> per-step verdicts).
 - Every step's randomness comes from (seed, step) alone, and checkpoints hold the weights, the
@@ -31,6 +39,7 @@ from .answers import is_correct, parse_trace
 from .errors import RfprmError, atomic_dir
 from .generate import chat_complete, generate
 from .kernels import linear_logprobs
+from .lora import LoraConfig, apply_lora, lora_linears
 from .rl import (aggregate_prm, check_beta, clipped_objective, clipped_value_loss, gae, group_advantages,
                  k3_kl, masked_mean, mix_rewards, place_rewards, whiten)
 from .steps import split_steps
@@ -46,6 +55,7 @@ class RLConfig:
     prm_reward: str = "reasonflux"
     lr: float = 2e-5
     epochs: int = 2               # inner passes over each batch
+    skip_flat: bool = True        # GRPO: drop zero-spread groups from the update (DAPO's dynamic sampling)
     clip_eps: float = 0.2
     clip_eps_high: float | None = None
     kl: float = 0.0               # k3 KL coefficient (0: no reference copy is kept)
@@ -59,6 +69,7 @@ class RLConfig:
     value_clip: float = 0.2
     credit: str = "min"           # min (PURE) | sum (PRIME-style)
     grad_clip: float = 1.0
+    lora_r: int = 0               # > 0: train LoRA adapters of this rank (alpha 2r) instead of every weight
     seed: int = 0
 
     def check(self) -> "RLConfig":
@@ -67,6 +78,8 @@ class RLConfig:
             raise RfprmError(f"--algo must be grpo or ppo, got {self.algo!r}")
         if self.group_size < 2:
             raise RfprmError(f"--group-size must be >= 2 (advantages compare samples of one prompt), got {self.group_size}")
+        if self.lora_r < 0:
+            raise RfprmError(f"--lora must be >= 0 (0 = off), got {self.lora_r}")
         for name in ("steps", "prompts_per_step", "epochs", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -82,6 +95,7 @@ class Rollouts:
     responses: list[list[int]]
     rule: torch.Tensor                       # (B,) 0/1
     prm: torch.Tensor                        # (B,) PRM reward in [0, 1]
+    logprobs: list[list[float]]              # each sampled token's log-prob at the sampling temperature
     step_scores: list[list[float]] = field(default_factory=list)
     step_ends: list[list[int]] = field(default_factory=list)
 
@@ -134,8 +148,9 @@ def rollout(model, tok, prm, problems: list[dict], prompt_fn, cfg: RLConfig, see
     prompts = [tok.chat([{"role": "user", "content": prompt_fn(p["problem"])}], add_generation_prompt=True)
                for p in problems]
     model.eval()
-    responses = generate(model, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                         seed=seed, num_samples=cfg.group_size, stop_ids=tok.stop_ids)
+    responses, logprobs = generate(model, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                   seed=seed, num_samples=cfg.group_size, stop_ids=tok.stop_ids,
+                                   return_logprobs=True)
     stops = set(tok.stop_ids)
     texts = [tok.decode([t for t in r if t not in stops]) for r in responses]
     rule, prm_r, steps = score_rollouts(prm, tok, problems, texts, cfg, cfg.group_size)
@@ -143,7 +158,7 @@ def rollout(model, tok, prm, problems: list[dict], prompt_fn, cfg: RLConfig, see
     ends = [e if len(e) == len(s) else [] for e, s in zip(ends, steps)]
     steps = [s if e else [] for e, s in zip(ends, steps)]
     prompts = [p for p in prompts for _ in range(cfg.group_size)]
-    return Rollouts(prompts, responses, rule, prm_r, steps, ends)
+    return Rollouts(prompts, responses, rule, prm_r, logprobs, steps, ends)
 
 
 def pack(prompts, responses, pad_id: int):
@@ -181,21 +196,31 @@ def dense_rewards(ro: Rollouts, mask: torch.Tensor, cfg: RLConfig) -> torch.Tens
     return out
 
 
-def rl_step(model, tok, prm, opt, problems, prompt_fn, cfg: RLConfig, step: int, ref=None, value_head=None) -> dict:
-    """One sample-score-update step; -> logged numbers."""
-    ro = rollout(model, tok, prm, problems, prompt_fn, cfg, seed=cfg.seed * 1_000_003 + step)
-    ids, start, mask = pack(ro.prompts, ro.responses, tok.pad_id if tok.pad_id is not None else 0)
-    reward = mix_rewards(ro.rule, ro.prm, cfg.beta)
-    _, flat = group_advantages(reward, cfg.group_size, cfg.use_std)
+def select_rows(ro: Rollouts, keep: list[int]) -> Rollouts:
+    """The rollouts of rows `keep` only (GRPO's zero-spread groups dropped before the update)."""
+    pick = lambda xs: [xs[i] for i in keep] if xs else xs
+    return Rollouts(pick(ro.prompts), pick(ro.responses), ro.rule[keep], ro.prm[keep], pick(ro.logprobs),
+                    pick(ro.step_scores), pick(ro.step_ends))
+
+
+def padded(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r)
+    return out
+
+
+def update(model, opt, ro: Rollouts, adv_of, cfg: RLConfig, pad_id: int, ref=None, value_head=None) -> tuple:
+    """cfg.epochs passes of the clipped objective over `ro`; adv_of(mask, old_values) -> (adv, returns).
+    -> (KL to the reference, clip fraction) of the last / all passes."""
+    ids, start, mask = pack(ro.prompts, ro.responses, pad_id)
     with torch.no_grad():
-        old_lp, old_v = response_logprobs(model, ids, start, mask, cfg.temperature, value_head)
+        if value_head is None:       # the sampler's log-probs are the old ones (ratio 1; tests/test_rl.py)
+            old_lp, old_v = padded(ro.logprobs, mask.shape[1]).to(mask.device) * mask, None
+        else:
+            old_lp, old_v = response_logprobs(model, ids, start, mask, cfg.temperature, value_head)
         ref_lp = response_logprobs(ref, ids, start, mask, cfg.temperature)[0] if ref is not None else None
-    if cfg.algo == "grpo":
-        adv = group_advantages(reward, cfg.group_size, cfg.use_std)[0][:, None] * mask   # (B, Tr)
-        returns = None
-    else:
-        adv, returns = gae(dense_rewards(ro, mask, cfg), old_v, mask, cfg.gamma, cfg.lam)
-        adv = whiten(adv, mask)
+    adv, returns = adv_of(mask, old_v)
     model.train()
     stats = []
     for _ in range(cfg.epochs):
@@ -215,10 +240,37 @@ def rl_step(model, tok, prm, opt, problems, prompt_fn, cfg: RLConfig, step: int,
         opt.step()
         stats.append((float(kl.detach()), float(masked_mean(clipped.float(), mask))))
     model.eval()
+    return stats[-1][0], sum(s[1] for s in stats) / len(stats)
+
+
+def rl_step(model, tok, prm, opt, problems, prompt_fn, cfg: RLConfig, step: int, ref=None, value_head=None) -> dict:
+    """One sample-score-update step; -> logged numbers."""
+    ro = rollout(model, tok, prm, problems, prompt_fn, cfg, seed=cfg.seed * 1_000_003 + step)
+    pad_id = tok.pad_id if tok.pad_id is not None else 0
+    reward = mix_rewards(ro.rule, ro.prm, cfg.beta)
+    group_adv, flat = group_advantages(reward, cfg.group_size, cfg.use_std)       # (B,)
+    entropy = -sum(map(sum, ro.logprobs)) / sum(map(len, ro.logprobs))
+    if cfg.algo == "grpo":
+        # a flat group's advantages are all 0: with no KL term it adds nothing but tokens to the
+        # loss's denominator, so (DAPO) it is left out of the update, which also saves its cost
+        keep = list(range(len(reward)))
+        if cfg.skip_flat and cfg.kl == 0:
+            r = reward.view(-1, cfg.group_size)                                    # (n_prompts, G)
+            spread = (r.max(1).values - r.min(1).values) > 1e-8
+            keep = [i for i in keep if spread[i // cfg.group_size]]
+        batch, adv_keep = select_rows(ro, keep), group_adv[keep]
+        adv_of = lambda mask, _v: (adv_keep[:, None].to(mask.device) * mask, None)
+    else:
+        batch = ro
+        def adv_of(mask, old_v):
+            adv, returns = gae(dense_rewards(ro, mask, cfg).to(mask.device), old_v, mask, cfg.gamma, cfg.lam)
+            return whiten(adv, mask), returns
+    kl, clip_frac = 0.0, 0.0
+    if batch.responses:
+        kl, clip_frac = update(model, opt, batch, adv_of, cfg, pad_id, ref, value_head)
     return {"step": step + 1, "reward": float(reward.mean()), "rule": float(ro.rule.mean()),
-            "prm": float(ro.prm.mean()), "kl": stats[-1][0], "clip_frac": sum(s[1] for s in stats) / len(stats),
-            "entropy": float(-(old_lp.sum() / mask.sum())), "flat_groups": flat / (len(problems)),
-            "length": float(mask.sum(1).mean())}
+            "prm": float(ro.prm.mean()), "kl": kl, "clip_frac": clip_frac, "entropy": entropy,
+            "flat_groups": flat / len(problems), "length": float(sum(map(len, ro.responses)) / len(ro.responses))}
 
 
 def make_value_head(model) -> nn.Linear:
@@ -261,9 +313,13 @@ def evaluate(model, tok, problems: list[dict], prompt_fn, judge_fn=None, tempera
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_state(out: Path, model, value_head, opt, history: list, run_id: dict):
+    """rl_state/: the trained weights (only the adapters with LoRA), AdamW, RNG and the history."""
     with atomic_dir(out / "rl_state") as tmp:
-        state = {n: t.detach().contiguous().cpu() for n, t in model.state_dict().items()
-                 if n not in model.tied_parameter_names()}
+        if lora_linears(model):
+            state = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            state = {n: t.detach().contiguous().cpu() for n, t in model.state_dict().items()
+                     if n not in model.tied_parameter_names()}
         if value_head is not None:
             state.update({f"value_head.{n}": t.detach().cpu() for n, t in value_head.state_dict().items()})
         save_file(state, tmp / "model.safetensors")
@@ -307,7 +363,12 @@ def train_rl(model, tok, prm, train: list[dict], prompt_fn, cfg: RLConfig, out: 
     cfg.check()
     value_head = make_value_head(model) if cfg.algo == "ppo" else None
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl > 0 else None
-    params = list(model.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
+    if cfg.lora_r:           # after the reference copy: the reference is the base policy
+        with torch.random.fork_rng(devices=[]):      # adapters drawn from the seed alone
+            torch.manual_seed(cfg.seed)
+            apply_lora(model, LoraConfig(r=cfg.lora_r, alpha=2.0 * cfg.lora_r))
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(value_head.parameters()) if value_head is not None else []
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     history = load_state(out, model, value_head, opt) if resume else []
     for step in range(len(history), cfg.steps if stop_after is None else min(cfg.steps, stop_after)):
