@@ -108,6 +108,19 @@ def split_global_batch(global_batch: int, accum_per_rank: int = 1) -> tuple[int,
     return global_batch // grad_accum, grad_accum
 
 
+def micro_batches(global_batch: int, grad_accum: int = 0, what: str = "examples") -> tuple[int, int]:
+    """(micro-batch size, micro-batches per optimizer step) for a global batch of `global_batch`
+    `what` split into `grad_accum` micro-batches over all processes (0: one per process). The
+    same global batch and grad_accum give the same run on one process or under torchrun."""
+    world = world_size()
+    grad_accum = grad_accum or world
+    if grad_accum < 1 or grad_accum % world or global_batch % grad_accum:
+        raise RfprmError(f"batch of {global_batch} {what} in {grad_accum} micro-batches over {world} "
+                         f"process(es): the micro-batches must divide the batch evenly and be a multiple "
+                         f"of the number of processes")
+    return global_batch // grad_accum, grad_accum
+
+
 def my_micro_batches(grad_accum: int) -> range:
     """The micro-batch indices of one optimizer step that this rank computes."""
     check_divisible(grad_accum)

@@ -229,7 +229,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
                              "task's step_result; the built-in world has one, --data has none): set marker_aux=0")
         add_marker_targets(prm.tok, examples, labelled, marker_target, spec.marker_tokens)
     pad = prm.tok.pad_id if prm.tok.pad_id is not None else 0
-    micro_size, grad_accum = micro_batches(spec.batch_size, spec.grad_accum)
+    micro_size, grad_accum = distributed.micro_batches(spec.batch_size, spec.grad_accum, "traces")
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 5),
                       ckpt_every=spec.ckpt_every, bf16=spec.bf16, schedule=spec.schedule,
                       weight_decay=spec.weight_decay, grad_accum=grad_accum,
@@ -250,19 +250,6 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
         for n, p in prm.named_parameters():
             p.requires_grad_(trainable[n])
     return prm.eval()
-
-
-def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
-    """(micro-batch size, micro-batches per optimizer step) for a global batch of `global_batch`
-    traces split into `grad_accum` micro-batches over all processes (0: one per process). The
-    same global batch and grad_accum give the same run on one process or under torchrun."""
-    world = distributed.world_size()
-    grad_accum = grad_accum or world
-    if grad_accum < 1 or grad_accum % world or global_batch % grad_accum:
-        raise RfprmError(f"batch of {global_batch} traces in {grad_accum} micro-batches over {world} "
-                         f"process(es): the micro-batches must divide the batch evenly and be a multiple "
-                         f"of the number of processes")
-    return global_batch // grad_accum, grad_accum
 
 
 # ----------------------------------------------------------------------------- saving (LoRA or not)
@@ -306,7 +293,7 @@ def training_memory(cfg, tok, records: list[dict], layout: str, batch_size: int,
     """What one process's PRM training step holds (for rfprm.memory.estimate): its micro-batch of
     the longest traces, the step head trained in full, and the adapters or every weight; weights in
     the checkpoint's dtype on a GPU, float32 on the CPU."""
-    micro, _ = micro_batches(batch_size, grad_accum)
+    micro, _ = distributed.micro_batches(batch_size, grad_accum, "traces")
     H = cfg.hidden_size
     return RunSettings(batch=micro, seq_len=min(longest_input(tok, records, layout) + 8, cfg.max_position_embeddings),
                        dtype=(cfg.torch_dtype or "float32") if str(device).startswith("cuda") else "float32",

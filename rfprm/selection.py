@@ -285,25 +285,13 @@ class StudentSpec:
     grad_accum: int = 0            # micro-batches per optimizer step over all processes (0: one per process)
 
 
-def micro_batches(global_batch: int, grad_accum: int = 0) -> tuple[int, int]:
-    """(micro-batch size, micro-batches per step) for `global_batch` examples split into
-    `grad_accum` micro-batches over all processes (0: one per process)."""
-    world = distributed.world_size()
-    grad_accum = grad_accum or world
-    if grad_accum < 1 or grad_accum % world or global_batch % grad_accum:
-        raise RfprmError(f"student batch of {global_batch} examples in {grad_accum} micro-batches over {world} "
-                         f"process(es): the micro-batches must divide the batch evenly and be a multiple "
-                         f"of the number of processes")
-    return global_batch // grad_accum, grad_accum
-
-
 def student_memory(base_dir, pool: list[dict], spec: StudentSpec, device: str = "cpu") -> tuple:
     """(the base's config, RunSettings) of one process's student (for rfprm.memory.estimate): a
     training step on its micro-batch of the pool's longest traces, plus its answering batch's KV cache."""
     cfg, tok = load_config(base_dir), load_tokenizer(base_dir)
     longest = sorted(pool, key=lambda r: len(r.get("trajectory", "")) + len(r.get("response", "")))[-64:]
     seq = min(max(len(p) + len(c) for p, c in student_examples(tok, longest)), cfg.max_position_embeddings)
-    micro, _ = micro_batches(spec.batch_size, spec.grad_accum)
+    micro, _ = distributed.micro_batches(spec.batch_size, spec.grad_accum, "student examples")
     lora = spec.lora
     return cfg, RunSettings(batch=micro, seq_len=seq, train=True,
                             dtype=(cfg.torch_dtype or "float32") if str(device).startswith("cuda") else "float32",
@@ -321,7 +309,7 @@ def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, 
                   task: Task = TEXT_TASK):
     """A fresh copy of `base` fine-tuned on `records` (the base itself is left untouched)."""
     model = copy.deepcopy(base)
-    micro, grad_accum = micro_batches(spec.batch_size, spec.grad_accum)
+    micro, grad_accum = distributed.micro_batches(spec.batch_size, spec.grad_accum, "student examples")
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 10),
                       log_every=min(10, spec.steps), bf16=spec.bf16, grad_accum=grad_accum)
     pad = tok.pad_id if tok.pad_id is not None else 0  # padding is never learned (labels -100)

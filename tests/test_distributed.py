@@ -140,3 +140,12 @@ if __name__ == "__main__":   # the worker torchrun starts
             CFG["grad_accum"] = int(sys.argv[sys.argv.index("--grad-accum") + 1])
         run_training(work, out)
     cli_main(main)
+
+
+def test_micro_batches_split_the_global_batch(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert distributed.micro_batches(32) == (16, 2)           # one micro-batch per process
+    assert distributed.micro_batches(32, 4) == (8, 4)
+    for bad in ((32, 3), (30, 4), (32, -2)):
+        with pytest.raises(RfprmError, match="micro-batches must divide the batch evenly"):
+            distributed.micro_batches(*bad, "traces")
