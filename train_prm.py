@@ -25,11 +25,9 @@ are used as they are; others are labelled with --judge (a local instruct model, 
 --model) as the quality judge and --policy (default --model) for the template-guided rollouts.
 Evaluation needs `first_error` in --val-data and --test-data.
 
-The labels' parts are chosen separately: Φ by `--set encoder=ngram|DIR` (hashed n-grams or an
-LM's mean hidden state), the quality judge by --judge (with --data) or `--set world_judge=noisy`
-(the world's LLM-like judge, the default) / `oracle` (its exact judge, an oracle no real user has),
-the template expert by --expert, and the coherence τ, negatives and fusion temperature by
-`--set tau=...,n_negatives=...,fusion_temperature=...`.
+Label parts, each chosen on its own: `--set encoder=ngram|DIR` (Φ), --judge / --expert (--data) or
+`--set world_judge=noisy|oracle` (the world's LLM-like judge; `oracle` is its exact one, which no
+real user has), and `--set tau=,n_negatives=,fusion_temperature=`.
 """
 from __future__ import annotations
 
@@ -44,7 +42,8 @@ from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, reso
 from rfprm.encoders import build_encoder
 from rfprm.labels import llm_labeller, sample_traces
 from rfprm.prm_layout import STEP_TAG
-from rfprm.prm_recipe import PRESETS, check_recipe, parse_variants, quick, train_variants
+from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, late_verifier_note, parse_variants, quick,
+                              train_variants)
 from rfprm.prm_train import format_results, hide_eval_fields, keep_layers, lora_depth, training_memory
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
@@ -62,15 +61,13 @@ def parse_args(argv=None):
     ap.add_argument("--init-prm", metavar="DIR", help="start from this PRM's weights (one more stage)")
     ap.add_argument("--policy", metavar="DIR", help="the policy of the template-guided rollouts (default: --model)")
     ap.add_argument("--judge", metavar="DIR", help="--data: a local instruct model rating steps (default: --model)")
-    ap.add_argument("--expert", metavar="DIR", help="--data: the model writing each trace's template "
-                                                    "(default: --policy)")
+    ap.add_argument("--expert", metavar="DIR", help="--data: the model writing traces' templates (default: --policy)")
     ap.add_argument("--val-data", metavar="FILE", help="JSONL traces with first_error, for the threshold")
     ap.add_argument("--test-data", metavar="FILE", help="JSONL traces with first_error, for the evaluation")
     ap.add_argument("--work", metavar="DIR", help="labels, baselines and training state (default: the run "
                                                   "directory, or runs/<out name>-work for an explicit --out)")
-    ap.add_argument("--variants", default="reasonflux", help="PRMs to train, the first is --out: reasonflux, "
-                                                             "step-only (λ_final = 0), outcome (outcome-only RM), "
-                                                             "response-only (response steps only)")
+    ap.add_argument("--variants", default="reasonflux", help="PRMs to train, the first is --out: reasonflux, step-only "
+                    "(λ_final = 0), outcome (outcome-only RM), response-only (response steps only)")
     cli.add_scale_flags(ap, "the backbone (+ the head)", "; --out is then an adapter to merge")
     cli.add_preset_flags(ap, PRESETS, None)
     args = ap.parse_args(argv)
@@ -81,14 +78,7 @@ def parse_args(argv=None):
     args.preset = args.preset or ("data" if args.data else "world")
     recipe, args.changed = cli.apply_sets(PRESETS[args.preset], args.set)
     args.recipe = quick(check_recipe(recipe)) if args.quick else check_recipe(recipe)
-    if args.recipe.policy_problems and args.data:
-        raise RfprmError("policy_problems works on the built-in world only; with --data, add the "
-                         "policy's labelled samples to the --data file")
-    if not args.data and (args.judge or args.expert):
-        raise RfprmError("--judge and --expert label --data traces; the built-in world's judge is "
-                         "--set world_judge=noisy|oracle")
-    if args.data and "world_judge" in args.changed:
-        raise RfprmError("world_judge is the built-in world's; with --data the judge is --judge DIR")
+    check_sources(args.recipe, args.changed, bool(args.data), bool(args.judge or args.expert))
     args.variants = parse_variants(args.variants)
     return args
 
@@ -158,18 +148,6 @@ def policy_traces(args, work: Path, used: frozenset) -> list[dict]:
     return label(traces, args, work, "policy") if traces else []
 
 
-def late_verifier_note(args, results: dict) -> str | None:
-    """One line when the built-in world's PRM ends under the F1 of 80 that the default recipe is
-    meant to reach: its first stage most likely left the plateau late. None otherwise, and for
-    --data, --quick and runs without it."""
-    if args.data or args.quick or "reasonflux" not in results or results["reasonflux"]["f1"] >= 80:
-        return None
-    return (f"note: held-out F1 {results['reasonflux']['f1']:.1f} is under 80: this PRM has not learnt to "
-            f"verify well yet. A tiny PRM can sit on a plateau for a long while before it does; the held-out "
-            f"lines above show how far its first stage got. More first-stage steps (--set steps=N) give it "
-            f"room, at about 0.2 s each on two cores.")
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.show_preset:
@@ -225,7 +203,7 @@ def run(args):
         return                         # rank 0 writes the tables
     if results:
         print(format_results(results))
-        note = late_verifier_note(args, results)
+        note = None if args.data or args.quick else late_verifier_note(results)
         if note:
             print("\n" + note)
     kind = f"a LoRA adapter on {init_dir}; merge: python -m rfprm.lora merge" if lora else main_prm.describe()

@@ -377,3 +377,40 @@ def plot_curve(curve: BoNCurve, path, title: str = "Best-of-N") -> bool:
         fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return True
+
+
+# ---- flags of bon.py, checked here so that the script stays thin ----
+DEFAULT_N = (1, 2, 4, 8, 16)
+
+
+def parse_baselines(items: list[str]) -> dict[str, str]:
+    """['NAME=DIR', ...] -> {NAME: DIR}; names must be new and not a built-in row."""
+    reserved = {"random", "majority", "policy_logprob", "orm", "prm_min", "prm_last", "prm_mean",
+                "reasonflux", "oracle"}
+    out = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not name or not path:
+            raise RfprmError(f"--baseline-prm {item!r}: expected NAME=DIR, e.g. response-only=runs/prm-resp")
+        if name in reserved or name in out or name.startswith("rf "):
+            raise RfprmError(f"--baseline-prm {item!r}: the row name {name!r} is taken; pick another")
+        out[name] = path
+    return out
+
+
+def parse_n_list(text: str | None, samples: int) -> list[int]:
+    if text is None:
+        return [N for N in DEFAULT_N if N <= samples]
+    try:
+        n_list = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise RfprmError(f"--n-list must be comma-separated integers, e.g. 1,2,4,8,16; got {text!r}") from None
+    if not n_list:
+        raise RfprmError("--n-list is empty; expected e.g. 1,2,4,8,16")
+    if n_list[0] < 1:
+        raise RfprmError(f"--n-list: N must be >= 1, got {n_list[0]}")
+    if n_list[-1] > samples:
+        raise RfprmError(f"--n-list: N={n_list[-1]} is more than --samples {samples} "
+                         f"(each N is estimated from the same samples)")
+    return n_list

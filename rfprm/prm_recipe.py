@@ -139,6 +139,19 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
     return r
 
 
+def check_sources(r: PRMRecipe, changed: set, with_data: bool, label_models: bool) -> None:
+    """The recipe's world-only fields against where the traces come from (train_prm.py's --data,
+    --judge / --expert): one line when they do not fit."""
+    if r.policy_problems and with_data:
+        raise RfprmError("policy_problems works on the built-in world only; with --data, add the "
+                         "policy's labelled samples to the --data file")
+    if label_models and not with_data:
+        raise RfprmError("--judge and --expert label --data traces; the built-in world's judge is "
+                         "--set world_judge=noisy|oracle")
+    if with_data and "world_judge" in changed:
+        raise RfprmError("world_judge is the built-in world's; with --data the judge is --judge DIR")
+
+
 def quick(r: PRMRecipe) -> PRMRecipe:
     """The one-minute version the tests run: a few traces and steps, no compiling."""
     return replace(r, n_train=48, n_val=24, n_test=24, rollouts=2, steps=8, batch_size=16, rollout_traces=-1,
@@ -293,3 +306,14 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
         save_trained_prm(prm, out if i == 0 else work / f"baseline_{i}")
         main_prm = main_prm or prm
     return results, main_prm
+
+
+def late_verifier_note(results: dict) -> str | None:
+    """One line when the built-in world's PRM ends under the F1 of 80 that the default recipe is
+    meant to reach: its first stage most likely left the plateau late. None otherwise."""
+    if "reasonflux" not in results or results["reasonflux"]["f1"] >= 80:
+        return None
+    return (f"note: held-out F1 {results['reasonflux']['f1']:.1f} is under 80: this PRM has not learnt to "
+            f"verify well yet. A tiny PRM can sit on a plateau for a long while before it does; the held-out "
+            f"lines above show how far its first stage got. More first-stage steps (--set steps=N) give it "
+            f"room, at about 0.2 s each on two cores.")

@@ -294,15 +294,13 @@ def test_prelabelled_data_without_verdicts_trains_on_the_fused_rewards(quick_pol
     assert rfprm.load_prm(tmp_path / "o" / "prm").cfg.num_hidden_layers == load_config(quick_policy).num_hidden_layers
 
 
-def test_late_verifier_note_only_for_a_world_run_under_80():
-    import train_prm
-    world, quick, data = (train_prm.parse_args(a) for a in ([], ["--quick"], ["--data", "x.jsonl"]))
+def test_late_verifier_note_only_under_80():
+    from rfprm.prm_recipe import late_verifier_note
     low = {"reasonflux": {"f1": 75.7}, "outcome": {"f1": 20.0}}
-    note = train_prm.late_verifier_note(world, low)
+    note = late_verifier_note(low)
     assert note.startswith("note: held-out F1 75.7 is under 80") and "--set steps=N" in note
-    assert train_prm.late_verifier_note(world, {"reasonflux": {"f1": 85.3}}) is None
-    assert train_prm.late_verifier_note(world, {"step-only": {"f1": 50.0}}) is None
-    assert train_prm.late_verifier_note(quick, low) is None and train_prm.late_verifier_note(data, low) is None
+    assert late_verifier_note({"reasonflux": {"f1": 85.3}}) is None
+    assert late_verifier_note({"step-only": {"f1": 50.0}}) is None
 
 
 def test_marker_targets_name_the_correct_result(quick_policy):
