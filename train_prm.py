@@ -39,11 +39,10 @@ from rfprm import cli, distributed
 from rfprm.checkpoint import load_config, load_model
 from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, resolve_path
-from rfprm.encoders import build_encoder
 from rfprm.labels import llm_labeller, sample_traces
 from rfprm.prm_layout import STEP_TAG
-from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, late_verifier_note, parse_variants, quick,
-                              train_variants)
+from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, label_options, late_verifier_note, parse_variants,
+                              quick, train_variants)
 from rfprm.prm_train import format_results, hide_eval_fields, keep_layers, lora_depth, training_memory
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
@@ -108,11 +107,8 @@ def label(records: list[dict], args, work: Path, name: str) -> list[dict]:
     if not distributed.is_main():      # torchrun: rank 0 labels (one labeller, one set of labels)
         distributed.barrier()
         return read_records(path, "labelled")
-    limit = None if r.rollout_traces < 0 else r.rollout_traces
     policy_dir = resolve_path(args.policy or args.model)
-    options = dict(encoder=build_encoder(r.encoder, device=args.device), tau=r.tau, n_negatives=r.n_negatives,
-                   fusion_temperature=r.fusion_temperature, n_rollouts=r.rollouts, seed=args.seed,
-                   trajectory_limit=limit)
+    options = label_options(r, args.seed, args.device)
     if args.data:
         judge_dir = resolve_path(args.judge or args.model)
         expert = {}

@@ -152,6 +152,15 @@ def check_sources(r: PRMRecipe, changed: set, with_data: bool, label_models: boo
         raise RfprmError("world_judge is the built-in world's; with --data the judge is --judge DIR")
 
 
+def label_options(r: PRMRecipe, seed: int, device: str = "cpu") -> dict:
+    """The labeller's keyword arguments a recipe fixes (world_labeller and llm_labeller alike):
+    Φ, the coherence contrast, the fusion temperature and the template-guided rollouts."""
+    from .encoders import build_encoder
+    return dict(encoder=build_encoder(r.encoder, device=device), tau=r.tau, n_negatives=r.n_negatives,
+                fusion_temperature=r.fusion_temperature, n_rollouts=r.rollouts, seed=seed,
+                trajectory_limit=None if r.rollout_traces < 0 else r.rollout_traces)
+
+
 def quick(r: PRMRecipe) -> PRMRecipe:
     """The one-minute version the tests run: a few traces and steps, no compiling."""
     return replace(r, n_train=48, n_val=24, n_test=24, rollouts=2, steps=8, batch_size=16, rollout_traces=-1,

@@ -57,3 +57,31 @@ def test_bad_shares_exit_cleanly(tmp_path):
                               "--out", str(tmp_path / "x")], capture_output=True, text=True)
         assert res.returncode == 2 and flag in res.stderr and "Traceback" not in res.stderr
         assert not (tmp_path / "x").exists()
+
+
+def test_all_quick_end_to_end_is_byte_identical_and_resumes(tmp_path, capsys):
+    """`python -m rfprm.recipes all --quick` builds the three checkpoints, each loadable through
+    the public API; the same seed writes the same bytes; a rerun keeps what is built."""
+    from rfprm.recipes import build_all
+    seconds = build_all(tmp_path / "a", seed=0, quick=True)
+    assert list(seconds) == ["tiny-base", "tiny-policy", "tiny-prm"]
+    prm = rfprm.load_prm(tmp_path / "a" / "tiny-prm")
+    assert prm.head == "step" and 0 <= prm.threshold <= 1
+    assert "first-error F1" in (tmp_path / "a" / "tiny-prm" / "README.md").read_text()
+    assert not list(tmp_path.glob("a/*-work"))            # training state removed once a stage is built
+    (tmp_path / "b").mkdir()
+    build_all(tmp_path / "b", seed=0, quick=True)
+    for name in seconds:
+        for f in sorted((tmp_path / "a" / name).iterdir()):
+            assert f.read_bytes() == (tmp_path / "b" / name / f.name).read_bytes(), f"{name}/{f.name} differs"
+    capsys.readouterr()
+    again = build_all(tmp_path / "a", seed=0, quick=True)
+    assert again == {"tiny-base": 0.0, "tiny-policy": 0.0, "tiny-prm": 0.0}
+    assert "already built" in capsys.readouterr().out
+
+
+def test_all_needs_an_out_and_steps_only_for_lms(tmp_path):
+    for argv, needle in ((["all"], "--out"), (["tiny-prm", "--steps", "5", "--out", str(tmp_path / "x")], "--steps")):
+        res = subprocess.run([sys.executable, "-m", "rfprm.recipes", *argv], capture_output=True, text=True)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()

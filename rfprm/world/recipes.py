@@ -3,9 +3,15 @@
 Run through the entry point `python -m rfprm.recipes` (rfprm/recipes.py); the library never
 imports this module (it is part of the world, a leaf beside the library).
 
+    python -m rfprm.recipes all --out DIR          # the three below in order, into DIR/<name>
     python -m rfprm.recipes tiny-base              # tokenizer + base model (arithmetic, no traces)
     python -m rfprm.recipes tiny-policy            # tiny-base fine-tuned on clean teacher traces
+    python -m rfprm.recipes tiny-prm               # train_prm.py's default PRM recipe on tiny-policy
     python -m rfprm.recipes eval-policy --n 500    # the policy's accuracy, pass@16, plan-following
+
+Each recipe trains under a work directory (`--out` + "-work") with checkpoints every few hundred
+steps, so a rerun of the same command continues where an interrupted one stopped; `all` skips a
+checkpoint that is already built. The same seed writes byte-identical checkpoints on the CPU.
 
 Notable choices:
 - The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
@@ -25,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -39,10 +47,12 @@ from ..model import Qwen2ForCausalLM, init_weights
 from ..selection import IGNORE, chat_example, train_sft
 from ..tokenizer import load_tokenizer
 from ..trainer import TrainConfig
-from .task import MAX_NEW_TOKENS, eval_problems, held_out_texts
+from .task import MAX_NEW_TOKENS, TASK, eval_problems, held_out_texts, trace_splits, world_labeller
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
+RECIPE_STEPS = {"tiny-base": 3000, "tiny-policy": 3000}   # optimizer steps of each LM recipe
+CKPT_EVERY = 250            # training state saved this often, for a rerun to continue from
 CHECK_SHARE = 0.0           # share of policy training examples that check steps (see check_example)
 
 
@@ -123,19 +133,24 @@ def _recipe_out(name: str, out: str | None) -> Path:
     return Path(out) if out else SHIPPED_DIR / name
 
 
-def build_tiny_base(out=None, seed=0, steps=3000, quick=False):
+def _work_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}-work"
+
+
+def build_tiny_base(out=None, seed=0, steps=RECIPE_STEPS["tiny-base"], quick=False):
+    out = _recipe_out("tiny-base", out)
     tok = build_tokenizer(seed)
     model = new_model(tok, seed)
     steps = 20 if quick else steps
     examples = base_examples(tok, 200 if quick else 20000, seed)
-    cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1, ckpt_every=CKPT_EVERY)
+    work = _work_dir(out)
     history = train_sft(model, examples, cfg, batch_size=16 if quick else 64, seed=seed, pad_id=tok.pad_id,
-                        desc="tiny-base")
-    return _save(model, tok, _recipe_out("tiny-base", out),
-                 f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}"), history
+                        desc="tiny-base", out_dir=work, resume=(work / "train_state").exists())
+    return _save(model, tok, out, f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}", work), history
 
 
-def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=False,
+def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=RECIPE_STEPS["tiny-policy"], quick=False,
                       template_share: float = TEMPLATE_SHARE, check_share: float = CHECK_SHARE):
     for name, share in (("--template-share", template_share), ("--check-share", check_share)):
         if not 0 <= share < 1:
@@ -152,15 +167,80 @@ def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=3000, quick=Fals
         n_check = round(n_solve * check_share / (1 - check_share))
         # seed + 100: a stream of problems unlike train_prm.py's splits (seeds 0, 1, 2, ...)
         examples += check_examples(tok, n_check, seed + 100, exclude=used)
-    cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1)
+    cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1, ckpt_every=CKPT_EVERY)
+    out = _recipe_out("tiny-policy", out)
+    work = _work_dir(out)
     history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
-                        desc="tiny-policy")
-    return _save(model, tok, _recipe_out("tiny-policy", out),
-                 f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
-                 f"--template-share {template_share} --check-share {check_share}"), history
+                        desc="tiny-policy", out_dir=work, resume=(work / "train_state").exists())
+    return _save(model, tok, out, f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
+                 f"--template-share {template_share} --check-share {check_share}", work), history
 
 
-def _save(model, tok, out: Path, command: str) -> Path:
+def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
+    """train_prm.py's default recipe on the built-in world (rfprm.prm_recipe.PRESETS["world"]),
+    from `policy`: teacher traces labelled with the fused step rewards and the template-guided
+    trajectory reward, the PRM trained, its threshold chosen on validation traces and measured on
+    held-out ones. -> (the PRM's directory, its evaluation)."""
+    from ..prm_recipe import PRESETS, check_recipe, label_options, quick as quick_recipe, train_variants
+    from ..prm_train import hide_eval_fields, keep_layers
+    from ..data import read_records, write_records
+    r = check_recipe(quick_recipe(PRESETS["world"]) if quick else PRESETS["world"])
+    out = _recipe_out("tiny-prm", out)
+    work = _work_dir(out)
+    policy_dir = resolve_path(policy)
+    tok = load_tokenizer(policy_dir)
+    (train, val, test), _ = trace_splits((r.n_train, r.n_val, r.n_test), seed)
+    labels = work / "labels_train.jsonl"
+    if labels.exists():
+        labelled = read_records(labels, "labelled")
+    else:
+        labeller = world_labeller(load_model(policy_dir), tok, judge=r.world_judge, **label_options(r, seed))
+        labelled = labeller(hide_eval_fields(train))
+        work.mkdir(parents=True, exist_ok=True)
+        write_records(labels, labelled)
+    lm = load_model(policy_dir)
+    if r.prm_layers:
+        keep_layers(lm, r.prm_layers)
+    with atomic_dir(out) as tmp:
+        results, _ = train_variants(lm, tok, labelled, r, ["reasonflux"], work, out=tmp, val=val, test=test,
+                                    seed=seed, resume=True, marker_target=TASK.step_result,
+                                    is_correct=TASK.is_correct)
+        res = results["reasonflux"]
+        (tmp / "README.md").write_text(
+            f"# {out.name}\n\nBuilt by `python -m rfprm.recipes tiny-prm --seed {seed}"
+            f"{' --quick' if quick else ''}` (rfprm/world/recipes.py): train_prm.py's default recipe "
+            f"(preset `world`) on {policy_dir.name}.\n\nOn {len(test)} held-out teacher traces (threshold "
+            f"{res['threshold']:.3f} chosen on {len(val)} validation traces): first-error F1 {res['f1']:.1f}, "
+            f"step AUC {res['auc']:.1f}.\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out}")
+    return out, res
+
+
+def build_all(out, seed=0, quick=False) -> dict:
+    """tiny-base, then tiny-policy from it, then tiny-prm from that, each into out/<name>; a
+    checkpoint already there is kept (a rerun continues an interrupted build). -> seconds per stage."""
+    out, seconds = Path(out), {}
+    stages = [("tiny-base", lambda d: build_tiny_base(d, seed, quick=quick)),
+              ("tiny-policy", lambda d: build_tiny_policy(out / "tiny-base", d, seed, quick=quick)),
+              ("tiny-prm", lambda d: build_tiny_prm(out / "tiny-policy", d, seed, quick=quick))]
+    for name, build in stages:
+        target = out / name
+        if (target / "config.json").exists():
+            print(f"{name}: {target} is already built; kept")
+            seconds[name] = 0.0
+            continue
+        t0 = time.time()
+        build(target)
+        seconds[name] = time.time() - t0
+    print("\nstage         seconds")
+    for name, sec in seconds.items():
+        print(f"{name:<14}{sec:>7.0f}")
+    print(f"{'all':<14}{sum(seconds.values()):>7.0f}")
+    return seconds
+
+
+def _save(model, tok, out: Path, command: str, work: Path | None = None) -> Path:
     with atomic_dir(out) as tmp:
         save_model(model, tmp / "m")
         for f in (tmp / "m").iterdir():
@@ -168,6 +248,8 @@ def _save(model, tok, out: Path, command: str) -> Path:
         (tmp / "m").rmdir()
         tok.save(tmp)
         (tmp / "README.md").write_text(f"# {out.name}\n\nBuilt by `{command}` (rfprm/world/recipes.py).\n")
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)    # the training state: only for an interrupted run
     print(f"wrote {out}")
     return out
 
@@ -204,12 +286,15 @@ def evaluate_policy(model, tok, n=500, samples=16, seed=0) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m rfprm.recipes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["tiny-base", "tiny-policy", "eval-policy"])
-    ap.add_argument("--out", help="output directory (default: the shipped rfprm/checkpoints/NAME)")
+    ap.add_argument("what", choices=["all", "tiny-base", "tiny-policy", "tiny-prm", "eval-policy"])
+    ap.add_argument("--out", help="output directory (default: the shipped rfprm/checkpoints/NAME; "
+                    "all: required, the three go into DIR/<name>)")
     ap.add_argument("--model", default="tiny-policy", help="eval-policy: model directory or shipped name")
     ap.add_argument("--base", default="tiny-base", help="tiny-policy: the base to fine-tune")
+    ap.add_argument("--policy", default="tiny-policy", help="tiny-prm: the policy whose backbone starts the PRM")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, help="tiny-base / tiny-policy: optimizer steps (default "
+                    f"{RECIPE_STEPS['tiny-base']} / {RECIPE_STEPS['tiny-policy']})")
     ap.add_argument("--n", type=int, default=500, help="eval-policy: fresh problems")
     ap.add_argument("--samples", type=int, default=16, help="eval-policy: samples per problem for pass@k")
     ap.add_argument("--json", help="eval-policy: write the figures here")
@@ -220,15 +305,24 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
     args = ap.parse_args(argv)
-    if args.seed < 0 or args.steps < 1 or args.n < 1 or args.samples < 1:
+    if args.seed < 0 or (args.steps is not None and args.steps < 1) or args.n < 1 or args.samples < 1:
         raise RfprmError("--seed must be >= 0 and --steps, --n, --samples >= 1")
+    if args.steps is not None and args.what not in RECIPE_STEPS:
+        raise RfprmError(f"--steps sets tiny-base's or tiny-policy's steps; {args.what} takes its steps from its recipe")
+    if args.what == "all" and not args.out:
+        raise RfprmError("all: --out DIR is required (the shipped checkpoints are replaced by copying, not by this)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.what == "tiny-base":
-        build_tiny_base(args.out, args.seed, args.steps, args.quick)
+    steps = args.steps or RECIPE_STEPS.get(args.what)
+    if args.what == "all":
+        build_all(args.out, args.seed, args.quick)
+    elif args.what == "tiny-base":
+        build_tiny_base(args.out, args.seed, steps, args.quick)
     elif args.what == "tiny-policy":
-        build_tiny_policy(args.base, args.out, args.seed, args.steps, args.quick, args.template_share,
+        build_tiny_policy(args.base, args.out, args.seed, steps, args.quick, args.template_share,
                           args.check_share)
+    elif args.what == "tiny-prm":
+        build_tiny_prm(args.policy, args.out, args.seed, args.quick)
     else:
         path = resolve_path(args.model)
         res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
