@@ -11,6 +11,16 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def tiny_lm(seed=0):
+    """A 2-layer rfprm model with random weights (vocab 64, hidden 32), for training-loop tests."""
+    from rfprm.config import preset
+    from rfprm.model import Qwen2ForCausalLM, init_weights
+    torch.manual_seed(seed)
+    m = Qwen2ForCausalLM(preset("tiny", vocab_size=64, hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    init_weights(m)
+    return m
+
 def make_hf_qwen2(out: Path, *, tied=True, heads=4, kv_heads=2, dtype=torch.float32,
                   max_shard_size=None, vocab=96, hidden=32, layers=2, seed=0):
     """Save a random transformers Qwen2ForCausalLM to `out`; return the HF model (float32)."""

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_lm
 
-from rfprm.config import preset
-from rfprm.model import Qwen2ForCausalLM, init_weights
 from rfprm.selection import lm_loss, make_batches
 from rfprm.trainer import TrainConfig, load_train_state, make_optimizer, train
 
@@ -74,14 +73,6 @@ CHILD = textwrap.dedent("""
     batch_at = make_batches([([1, a], [a + 1, a + 2, 2]) for a in range(3, 40)], 8, seed=1, pad_id=0)
     trainer.train(model, lm_loss, batch_at, trainer.TrainConfig(**CFG), out_dir=out)
 """)
-
-
-def tiny_lm(seed=0):
-    torch.manual_seed(seed)
-    m = Qwen2ForCausalLM(preset("tiny", vocab_size=64, hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
-    init_weights(m)
-    return m
 
 
 def batches():

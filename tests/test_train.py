@@ -1,20 +1,11 @@
 """The trainer and SFT: the loss falls, resume continues exactly, labels cover only the answer."""
 import pytest
 import torch
+from conftest import tiny_lm
 
-from rfprm.config import preset
 from rfprm.errors import RfprmError
-from rfprm.model import Qwen2ForCausalLM, init_weights
 from rfprm.selection import IGNORE, lm_loss, make_batches, train_sft
 from rfprm.trainer import TrainConfig, lr_at, train
-
-
-def tiny_lm(seed=0):
-    torch.manual_seed(seed)
-    m = Qwen2ForCausalLM(preset("tiny", vocab_size=64, hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
-    init_weights(m)
-    return m
 
 
 def toy_examples():
