@@ -108,11 +108,14 @@ def recover_dir(path: str | os.PathLike) -> Path:
 
     There `path` has been moved aside to `.NAME.old` and the new directory not yet renamed into
     place, so `path` does not exist; the previous contents are whole in `.NAME.old`. Move them
-    back (the half-finished write is lost, as if it had never started). Returns `path`."""
+    back (the half-finished write is lost, as if it had never started). A write killed inside
+    the block leaves its temporary `.NAME.*.tmp` directory behind: it is removed. Returns `path`."""
     path = Path(path)
     old = path.with_name(f".{path.name}.old")
     if not path.exists() and old.is_dir():
         os.replace(old, path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     return path
 
 

@@ -66,6 +66,8 @@ class RLConfig:
     gamma: float = 1.0            # PPO
     lam: float = 0.95
     vf_coef: float = 0.1
+    value_lr: float = 1e-3        # PPO: the value head's own learning rate (it starts at zero; at the
+                                  # policy's lr it barely moves in a short run and GAE's advantages stay noise)
     value_clip: float = 0.2
     credit: str = "min"           # min (PURE) | sum (PRIME-style)
     grad_clip: float = 1.0
@@ -83,8 +85,8 @@ class RLConfig:
         for name in ("steps", "prompts_per_step", "epochs", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.temperature > 0 or self.kl < 0 or not self.clip_eps > 0:
-            raise RfprmError("--lr, --temperature and --clip-eps must be > 0 and --kl >= 0")
+        if not self.lr > 0 or not self.value_lr > 0 or not self.temperature > 0 or self.kl < 0 or not self.clip_eps > 0:
+            raise RfprmError("--lr, --value-lr, --temperature and --clip-eps must be > 0 and --kl >= 0")
         return self
 
 
@@ -367,9 +369,10 @@ def train_rl(model, tok, prm, train: list[dict], prompt_fn, cfg: RLConfig, out: 
         with torch.random.fork_rng(devices=[]):      # adapters drawn from the seed alone
             torch.manual_seed(cfg.seed)
             apply_lora(model, LoraConfig(r=cfg.lora_r, alpha=2.0 * cfg.lora_r))
-    params = [p for p in model.parameters() if p.requires_grad]
-    params += list(value_head.parameters()) if value_head is not None else []
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
+    if value_head is not None:
+        groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     history = load_state(out, model, value_head, opt) if resume else []
     for step in range(len(history), cfg.steps if stop_after is None else min(cfg.steps, stop_after)):
         problems = step_problems(train, cfg.prompts_per_step, cfg.seed, step)

@@ -115,6 +115,7 @@ def test_kill_while_checkpointing_leaves_previous_checkpoint(tmp_path, where):
     model = tiny_lm(seed=7)
     step, history = load_train_state(out, model, make_optimizer(model, TrainConfig(**CFG)))
     assert step == 2 and [h["step"] for h in history] == [2]
+    assert not list(out.glob(".train_state.*.tmp"))   # the killed write's temporary directory is gone
 
     full = tiny_lm()  # uninterrupted reference run
     train(full, lm_loss, batches(), TrainConfig(**CFG), out_dir=tmp_path / "full")

@@ -308,7 +308,8 @@ def main(argv=None):
     if args.seed < 0 or (args.steps is not None and args.steps < 1) or args.n < 1 or args.samples < 1:
         raise RfprmError("--seed must be >= 0 and --steps, --n, --samples >= 1")
     if args.steps is not None and args.what not in RECIPE_STEPS:
-        raise RfprmError(f"--steps sets tiny-base's or tiny-policy's steps; {args.what} takes its steps from its recipe")
+        raise RfprmError(f"--steps sets tiny-base's or tiny-policy's steps; {args.what} takes its steps "
+                         "from its recipe")
     if args.what == "all" and not args.out:
         raise RfprmError("all: --out DIR is required (the shipped checkpoints are replaced by copying, not by this)")
     if args.threads > 0:
