@@ -36,7 +36,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from .answers import is_correct, parse_trace
-from .errors import RfprmError, atomic_dir
+from .errors import RfprmError, atomic_dir, recover_dir
 from .generate import chat_complete, generate
 from .kernels import linear_logprobs
 from .lora import LoraConfig, apply_lora, lora_linears
@@ -330,7 +330,7 @@ def save_state(out: Path, model, value_head, opt, history: list, run_id: dict):
 
 
 def read_run_id(out: Path) -> dict | None:
-    f = out / "rl_state" / "progress.json"
+    f = recover_dir(out / "rl_state") / "progress.json"   # a kill between atomic_dir's renames
     if not f.is_file():
         return None
     try:
