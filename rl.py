@@ -83,6 +83,8 @@ def parse_args(argv=None):
     ap.add_argument("--prm-reward", default="reasonflux", choices=PRM_REWARDS,
                     help="GRPO's PRM reward: reasonflux total, mean/min of steps, or last (whole answer as one step)")
     ap.add_argument("--value-lr", type=float, default=1e-3, help="PPO: the value head's learning rate")
+    ap.add_argument("--ppo-baseline", default="loo", choices=["loo", "none"], help="PPO: centre each reward "
+                    "source on the prompt's other samples (PRIME's leave-one-out) or not")
     ap.add_argument("--credit", default="min", choices=["min", "sum"], help="PPO credit for step rewards: PURE's min-form or sums")
     ap.add_argument("--problems", default=DEFAULTS["problems"], choices=list(PROBLEM_SETS),
                     help="built-in world problems to train and evaluate on: hard (four operations, the default) or all")
@@ -144,7 +146,7 @@ def config_for(args, algo: str, beta: float, seed: int) -> RLConfig:
                     beta=beta, prm_reward=args.prm_reward, lr=args.lr, epochs=args.epochs, clip_eps=args.clip_eps,
                     clip_eps_high=args.clip_eps_high, kl=args.kl, use_std=not args.no_std, loss_agg=args.loss_agg,
                     temperature=args.temperature, max_new_tokens=args.max_new_tokens, credit=args.credit,
-                    value_lr=args.value_lr, skip_flat=not args.keep_flat, lora_r=args.lora, seed=seed).check()
+                    value_lr=args.value_lr, baseline=args.ppo_baseline, skip_flat=not args.keep_flat, lora_r=args.lora, seed=seed).check()
 
 
 def load_problems(path, what: str, n: int | None) -> list[dict]:

@@ -24,6 +24,12 @@ Notable choices:
   token. With weights (1 - beta) and beta the undiscounted return equals the GRPO mix's reward.
 - `gae`: generalised advantage estimation (Schulman et al. 2016, Eq. 16) per sequence, with the
   value after the last real token taken as 0; `clipped_value_loss` and `whiten` as in PPO2.
+- `leave_one_out`: PRIME's baseline per reward source. Every reward is positive, so with a critic
+  that starts at zero GAE's advantages are mostly "how close is this token to a reward", the same
+  sign for good and bad samples; after whitening that pushes the tokens far from a reward (the
+  answer among them) down in every sample. Centring each source on the other samples of the same
+  prompt first makes an advantage say "better or worse than this prompt's other answers" from
+  the first step, whatever the critic knows yet.
 """
 from __future__ import annotations
 
@@ -154,6 +160,15 @@ def place_rewards(length: int, step_ends: list[int], step_rewards: list[float], 
         rewards[end] += beta * w * r
     rewards[length - 1] += (1.0 - beta) * final_reward
     return rewards
+
+
+def leave_one_out(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """x (B,), prompt-major groups of group_size -> x minus the mean of the other samples of its
+    group (PRIME's leave-one-out baseline). Needs group_size >= 2."""
+    if group_size < 2 or x.numel() % group_size:
+        raise RfprmError(f"leave_one_out: {x.numel()} values do not split into groups of {group_size} >= 2")
+    g = x.reshape(-1, group_size)
+    return (g - (g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,

@@ -41,7 +41,7 @@ from .generate import chat_complete, generate
 from .kernels import linear_logprobs
 from .lora import LoraConfig, apply_lora, lora_linears
 from .rl import (aggregate_prm, check_beta, clipped_objective, clipped_value_loss, gae, group_advantages,
-                 k3_kl, masked_mean, mix_rewards, place_rewards, whiten)
+                 k3_kl, leave_one_out, masked_mean, mix_rewards, place_rewards, whiten)
 from .steps import split_steps
 
 
@@ -64,7 +64,9 @@ class RLConfig:
     temperature: float = 1.0
     max_new_tokens: int = 160
     gamma: float = 1.0            # PPO
-    lam: float = 0.95
+    lam: float = 1.0              # GAE's λ (verl's default; at 0.95 the answer's reward barely reaches
+                                  # the first tokens while the critic is still learning)
+    baseline: str = "loo"         # PPO: "loo" centres each reward source per prompt (PRIME); "none"
     vf_coef: float = 0.1
     value_lr: float = 1e-3        # PPO: the value head's own learning rate (it starts at zero; at the
                                   # policy's lr it barely moves in a short run and GAE's advantages stay noise)
@@ -76,6 +78,8 @@ class RLConfig:
 
     def check(self) -> "RLConfig":
         check_beta(self.beta)
+        if self.baseline not in ("loo", "none"):
+            raise RfprmError(f"baseline must be loo or none, got {self.baseline!r}")
         if self.algo not in ("grpo", "ppo"):
             raise RfprmError(f"--algo must be grpo or ppo, got {self.algo!r}")
         if self.group_size < 2:
@@ -191,10 +195,19 @@ def response_logprobs(model, ids, start, mask, temperature: float, value_head=No
 
 
 def dense_rewards(ro: Rollouts, mask: torch.Tensor, cfg: RLConfig) -> torch.Tensor:
+    """Token rewards (B, T) for PPO: place_rewards per response; with cfg.baseline == "loo" each
+    source (the rule reward, the mean step reward) first centred on the other samples of its
+    prompt (rfprm.rl.leave_one_out; a shift of a response's step rewards leaves min-form weights alone)."""
+    rule = ro.rule.float()
+    shift = torch.zeros_like(rule)
+    if cfg.baseline == "loo":
+        step_mean = torch.tensor([sum(s) / len(s) if s else 0.0 for s in ro.step_scores])
+        rule = leave_one_out(rule, cfg.group_size)
+        shift = step_mean - leave_one_out(step_mean, cfg.group_size)   # the other samples' mean
     out = torch.zeros_like(mask)
     for i, r in enumerate(ro.responses):
-        out[i, :len(r)] = place_rewards(len(r), ro.step_ends[i], ro.step_scores[i], float(ro.rule[i]),
-                                        cfg.beta, cfg.credit)
+        steps = [v - float(shift[i]) for v in ro.step_scores[i]]
+        out[i, :len(r)] = place_rewards(len(r), ro.step_ends[i], steps, float(rule[i]), cfg.beta, cfg.credit)
     return out
 
 

@@ -15,6 +15,7 @@ from rfprm.answers import format_trace
 from rfprm.errors import RfprmError
 from rfprm.errors import resolve_path
 from rfprm.rl import (aggregate_prm, clipped_objective, clipped_value_loss, credit_weights, gae, gae_ref,
+                      leave_one_out,
                       group_advantages, k3_kl, masked_mean, mix_rewards, place_rewards, whiten)
 from rfprm.rl_loop import (RLConfig, pack, response_logprobs, thinking_step_ends, token_char_ends, train_rl)
 
@@ -237,3 +238,26 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, case):
         assert "holds a different run" in lines[0] and sorted(p.name for p in out.rglob("*")) == before
     else:
         assert not out.exists()
+
+
+def test_leave_one_out_by_hand():
+    x = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])            # two groups of 3
+    assert torch.allclose(leave_one_out(x, 3), torch.tensor([1.0, -0.5, -0.5, 0.0, 0.0, 0.0]))
+    with pytest.raises(RfprmError):
+        leave_one_out(x, 4)
+
+
+def test_dense_rewards_centre_each_source_on_the_prompts_other_samples():
+    from rfprm.rl_loop import RLConfig, Rollouts, dense_rewards
+    ro = Rollouts(prompts=[[1]] * 4, responses=[[5, 6, 7]] * 4, rule=torch.tensor([1.0, 0.0, 1.0, 1.0]),
+                  prm=torch.zeros(4), logprobs=None, step_scores=[[0.8], [0.2], [0.5], [0.5]],
+                  step_ends=[[1]] * 4)
+    mask = torch.ones(4, 3)
+    cfg = RLConfig(algo="ppo", group_size=2, beta=0.5, credit="sum")
+    out = dense_rewards(ro, mask, cfg)
+    # sample 0: step 0.8 - 0.2 (the other's), rule 1 - 0; sample 1 the mirror image
+    assert torch.allclose(out[0], torch.tensor([0.0, 0.5 * 0.6, 0.5 * 1.0]))
+    assert torch.allclose(out[1], -out[0])
+    assert torch.allclose(out[2:], torch.zeros(2, 3))             # equal samples: nothing to learn
+    plain = dense_rewards(ro, mask, RLConfig(algo="ppo", group_size=2, beta=0.5, credit="sum", baseline="none"))
+    assert torch.allclose(plain[0], torch.tensor([0.0, 0.4, 0.5]))
