@@ -109,8 +109,9 @@ def run(*args):
 
 def test_script_lora_writes_a_peft_adapter_and_eval_every_fills_the_curves(tmp_path):
     out = tmp_path / "run"
+    # the whole mix: on four-operation problems two quick steps can see only flat groups (no update)
     res = run("--quick", "--lora", "4", "--out", out, "--max-new-tokens", "96", "--eval-problems", "4",
-              "--eval-every", "2")
+              "--eval-every", "2", "--problems", "all")
     assert res.returncode == 0, res.stderr[-2000:]
     rows = (out / "curves.csv").read_text().splitlines()
     assert rows[0].endswith("heldout_sampled,heldout_greedy") and rows[1].endswith(",,") and not rows[2].endswith(",,")
@@ -153,18 +154,20 @@ def test_more_bad_flags_one_line_exit_2(tmp_path, args, message):
 
 def test_world_splits_are_disjoint_and_hard_means_four_operations():
     """rl.py's training, validation and reserved evaluation problems never overlap; --problems
-    hard keeps the four-operation problems, --train-problems picks the training set apart."""
+    hard (the default) keeps the four-operation problems, --train-problems picks the training set apart."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("rl_script", ROOT / "rl.py")
     rl_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rl_script)
     n_ops = lambda recs: {len(world.parse_problem(r["problem"]).ops) for r in recs}
-    train, test = rl_script.problem_sets(rl_script.parse_args(["--dry-run", "--eval-problems", "300"]))
-    _, val = rl_script.problem_sets(rl_script.parse_args(["--dry-run", "--validation", "--eval-problems", "300"]))
+    mix = ["--dry-run", "--problems", "all", "--eval-problems", "300"]
+    train, test = rl_script.problem_sets(rl_script.parse_args(mix))
+    _, val = rl_script.problem_sets(rl_script.parse_args(mix + ["--validation"]))
     texts = [{r["problem"] for r in s} for s in (train, val, test)]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     assert n_ops(train) == n_ops(test) == {2, 3, 4}
-    hard_train, hard_test = rl_script.problem_sets(rl_script.parse_args(["--dry-run", "--problems", "hard"]))
+    hard_train, hard_test = rl_script.problem_sets(rl_script.parse_args(["--dry-run"]))
     assert n_ops(hard_train) == n_ops(hard_test) == {4} and len(hard_train) == 2000
-    mixed_train, mixed_test = rl_script.problem_sets(rl_script.parse_args(["--dry-run", "--train-problems", "hard"]))
+    mixed_train, mixed_test = rl_script.problem_sets(rl_script.parse_args(["--dry-run", "--problems", "all",
+                                                                            "--train-problems", "hard"]))
     assert n_ops(mixed_train) == {4} and n_ops(mixed_test) == {2, 3, 4}
