@@ -3,11 +3,13 @@ with dense step rewards (arXiv 2506.18896, online RL; maths in rfprm/rl.py, loop
 
 With no arguments it runs GRPO on the built-in world (CPU, minutes): `tiny-policy` trained on the
 world's four-operation problems (`--problems hard`; `all` for the whole mix, where the policy is
-already right three times in four) that no evaluation set holds, rule reward only unless --beta > 0,
-then evaluated before and after on held-out problems of the same kind (sampled and greedy accuracy, and the share of correct answers reached
-through a step the world's judge marks wrong).
+already right three times in four) that no evaluation set holds, with the paper's reward mix
+(1 - beta) * rule + beta * PRM at beta 0.5, then evaluated before and after on held-out problems of
+the same kind (sampled and greedy accuracy, and the share of correct answers reached through a
+step the world's judge marks wrong).
 
-    python rl.py                                   # GRPO, rule reward (beta 0)
+    python rl.py                                   # GRPO, rule and PRM rewards mixed (beta 0.5)
+    python rl.py --beta 0                          # GRPO, rule reward only
     python rl.py --beta 0.75 --prm-reward last     # the released code's mix
     python rl.py --algo ppo --beta 0.5             # PPO with dense PRM step rewards (min-form credit)
     python rl.py --compare --json runs/rl.json     # grpo-rule vs grpo-mix vs ppo-dense over --seeds
@@ -50,7 +52,8 @@ VALIDATION_SEED = 4343   # --validation: problems for choosing hyperparameters (
 # four-operation problems, where tiny-policy is right a third of the time (on the whole mix it is
 # right three times in four at T = 1 and most groups get one rule reward), 12 steps (validation
 # accuracy peaked at 12-16 and fell after).
-DEFAULTS = dict(steps=12, prompts=16, group_size=8, lr=3e-5, epochs=2, eval_problems=200, problems="hard")
+DEFAULTS = dict(steps=12, prompts=16, group_size=8, lr=3e-5, epochs=2, eval_problems=200, problems="hard",
+                beta=0.5)   # beta: the mix beat rule-only GRPO on validation (38.6 against 37.2 at step 12)
 # --problems: which built-in world problems (by their number of operations, 2 to 4)
 PROBLEM_SETS = {"all": (2, 3, 4), "hard": (4,)}
 COMPARE = {"grpo-rule": dict(algo="grpo", beta=0.0), "grpo-mix": dict(algo="grpo", beta=None),
@@ -78,8 +81,8 @@ def parse_args(argv=None):
     ap.add_argument("--eval-every", type=int, default=0, metavar="K", help="also evaluate every K steps (held-out "
                     "sampled and greedy accuracy go into curves.csv; 0: only before and after)")
     ap.add_argument("--algo", default="grpo", choices=["grpo", "ppo"])
-    ap.add_argument("--beta", type=float, default=None, help="PRM share of the reward, in [0, 1] (default 0 for "
-                    "a single run; 0.5 for the mixed runs of --compare)")
+    ap.add_argument("--beta", type=float, default=None, help="PRM share of the reward, in [0, 1] (default "
+                    f"{DEFAULTS['beta']}; 0 = rule reward only; --compare's grpo-rule is always 0)")
     ap.add_argument("--prm-reward", default="reasonflux", choices=PRM_REWARDS,
                     help="GRPO's PRM reward: reasonflux total, mean/min of steps, or last (whole answer as one step)")
     ap.add_argument("--value-lr", type=float, default=1e-3, help="PPO: the value head's learning rate")
@@ -247,11 +250,11 @@ def check_out(args, cfg: RLConfig, out: Path) -> dict:
 def plan_runs(args) -> list[tuple[str, RLConfig, Path]]:
     """(method, config, output dir) of every run, all checked before anything slow starts."""
     if not args.compare:
-        beta = 0.0 if args.beta is None else args.beta
+        beta = DEFAULTS["beta"] if args.beta is None else args.beta
         method = "ppo-dense" if args.algo == "ppo" else ("grpo-mix" if beta > 0 else "grpo-rule")
         plan = [(method, config_for(args, args.algo, beta, args.seed), args.out)]
     else:
-        mix_beta = 0.5 if args.beta is None else args.beta
+        mix_beta = DEFAULTS["beta"] if args.beta is None else args.beta
         plan = [(m, config_for(args, spec["algo"], mix_beta if spec["beta"] is None else spec["beta"], seed),
                  args.out / f"{m}-seed{seed}")
                 for seed in range(args.seed, args.seed + args.seeds) for m, spec in COMPARE.items()
