@@ -9,7 +9,8 @@ from .world.recipes import (CHECK_MIX, CHECK_REQUEST, CHECK_SHARE, SPECIALS, TEM
 from .world.task import EVAL_RESERVE, EVAL_SEED, MAX_NEW_TOKENS, eval_problems, held_out_texts
 
 __all__ = ["CHECK_MIX", "CHECK_REQUEST", "CHECK_SHARE", "SPECIALS", "TEMPLATE_SHARE", "VERDICTS", "base_examples",
-           "build_all", "build_tiny_base", "build_tiny_policy", "build_tiny_prm", "build_tokenizer", "check_example", "check_examples",
+           "build_all", "build_tiny_base", "build_tiny_policy", "build_tiny_prm", "build_tokenizer", "check_example",
+           "check_examples",
            "evaluate_policy", "main", "policy_examples", "EVAL_RESERVE", "EVAL_SEED", "MAX_NEW_TOKENS",
            "eval_problems", "held_out_texts"]
 

@@ -89,7 +89,7 @@ class RLConfig:
         for name in ("steps", "prompts_per_step", "epochs", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise RfprmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.value_lr > 0 or not self.temperature > 0 or self.kl < 0 or not self.clip_eps > 0:
+        if not (self.lr > 0 and self.value_lr > 0 and self.temperature > 0 and self.clip_eps > 0) or self.kl < 0:
             raise RfprmError("--lr, --value-lr, --temperature and --clip-eps must be > 0 and --kl >= 0")
         return self
 
