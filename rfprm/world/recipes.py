@@ -9,7 +9,7 @@ imports this module (it is part of the world, a leaf beside the library).
     python -m rfprm.recipes tiny-prm               # train_prm.py's default PRM recipe on tiny-policy
     python -m rfprm.recipes eval-policy --n 500    # the policy's accuracy, pass@16, plan-following
 
-Each recipe trains under a work directory (`--out` + "-work") with checkpoints every few hundred
+Each recipe trains under a work directory (`--out` + "-work-seedN") with checkpoints every few hundred
 steps, so a rerun of the same command continues where an interrupted one stopped; `all` skips a
 checkpoint that is already built. The same seed writes byte-identical checkpoints on the CPU.
 
@@ -133,8 +133,10 @@ def _recipe_out(name: str, out: str | None) -> Path:
     return Path(out) if out else SHIPPED_DIR / name
 
 
-def _work_dir(out: Path) -> Path:
-    return out.parent / f"{out.name}-work"
+def _work_dir(out: Path, seed: int, quick: bool) -> Path:
+    """Training state of an interrupted build; named by what it depends on, so a rerun with another
+    seed (or --quick) starts afresh instead of continuing someone else's state."""
+    return out.parent / f"{out.name}-work-seed{seed}{'-quick' if quick else ''}"
 
 
 def build_tiny_base(out=None, seed=0, steps=RECIPE_STEPS["tiny-base"], quick=False):
@@ -144,7 +146,7 @@ def build_tiny_base(out=None, seed=0, steps=RECIPE_STEPS["tiny-base"], quick=Fal
     steps = 20 if quick else steps
     examples = base_examples(tok, 200 if quick else 20000, seed)
     cfg = TrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), weight_decay=0.1, ckpt_every=CKPT_EVERY)
-    work = _work_dir(out)
+    work = _work_dir(out, seed, quick)
     history = train_sft(model, examples, cfg, batch_size=16 if quick else 64, seed=seed, pad_id=tok.pad_id,
                         desc="tiny-base", out_dir=work, resume=(work / "train_state").exists())
     return _save(model, tok, out, f"python -m rfprm.recipes tiny-base --seed {seed} --steps {steps}", work), history
@@ -169,7 +171,7 @@ def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=RECIPE_STEPS["ti
         examples += check_examples(tok, n_check, seed + 100, exclude=used)
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup=min(100, steps // 10), weight_decay=0.1, ckpt_every=CKPT_EVERY)
     out = _recipe_out("tiny-policy", out)
-    work = _work_dir(out)
+    work = _work_dir(out, seed, quick)
     history = train_sft(model, examples, cfg, batch_size=8 if quick else 32, seed=seed, pad_id=tok.pad_id,
                         desc="tiny-policy", out_dir=work, resume=(work / "train_state").exists())
     return _save(model, tok, out, f"python -m rfprm.recipes tiny-policy --seed {seed} --steps {steps} "
@@ -186,7 +188,7 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     from ..data import read_records, write_records
     r = check_recipe(quick_recipe(PRESETS["world"]) if quick else PRESETS["world"])
     out = _recipe_out("tiny-prm", out)
-    work = _work_dir(out)
+    work = _work_dir(out, seed, quick)
     policy_dir = resolve_path(policy)
     tok = load_tokenizer(policy_dir)
     (train, val, test), _ = trace_splits((r.n_train, r.n_val, r.n_test), seed)
