@@ -49,10 +49,12 @@ class SelectPreset:
     eval_problems: int = 200        # reserved held-out world problems (at most EVAL_RESERVE)
     max_new_tokens: int = MAX_NEW_TOKENS  # students' answer length limit
     score_batch_size: int = 32      # traces per PRM forward pass
+    bucket: int = 8                 # student batches drawn together and sorted by length (1: plain random)
+    compile: bool = True            # students train under torch.compile (eager where it cannot compile)
 
 
 PRESETS = {"default": SelectPreset(),
-           "quick": SelectPreset(pool=48, sft_steps=8, sft_batch_size=8, eval_problems=16)}
+           "quick": SelectPreset(pool=48, sft_steps=8, sft_batch_size=8, eval_problems=16, compile=False)}
 
 
 def parse_args(argv=None):
@@ -97,7 +99,8 @@ def check_args(args) -> None:
     args.seeds = args.seeds if args.seeds is not None else 2 if args.quick else 3
     for name, value in [("--k", args.k), ("--seeds", args.seeds), ("pool", s.pool), ("sft_steps", s.sft_steps),
                         ("sft_batch_size", s.sft_batch_size), ("eval_problems", s.eval_problems),
-                        ("max_new_tokens", s.max_new_tokens), ("score_batch_size", s.score_batch_size)]:
+                        ("max_new_tokens", s.max_new_tokens), ("score_batch_size", s.score_batch_size),
+                        ("bucket", s.bucket)]:
         cli.at_least(value, 1, name)
     cli.finite(s.lr, "lr", positive=True)
     cli.finite(args.alpha, "--alpha")
@@ -159,7 +162,8 @@ def main(argv=None):
     prm_path = resolve_path(args.prm)
     step_prm_path = resolve_path(args.step_prm) if args.step_prm else None
     spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
-                       bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum)
+                       bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum,
+                       bucket=s.bucket, compile=s.compile)
     if args.sft:
         base_dir = resolve_path(args.model)
         if cli.memory_check(*student_memory(base_dir, pool, spec, args.device), args):

@@ -21,6 +21,7 @@ Notable choices:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -328,6 +329,30 @@ class Qwen2ForCausalLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def compile_forward(module: nn.Module, on: bool = True, what: str = "the backbone") -> nn.Module:
+    """Run `module`'s forward through `torch.compile` (dynamic shapes, so batches of different
+    lengths share one graph), or back in eager mode with on=False. The compiled forward is an
+    instance attribute over the class's eager `forward`, so weights and tensor names are untouched
+    and deleting it restores the eager reference (tests compare the two). Where compiling fails
+    (e.g. no C++ compiler) the first call warns once and runs eager from then on."""
+    if "forward" in vars(module):                 # undo an earlier compile_forward()
+        del module.forward
+    if not on:
+        return module
+    compiled = torch.compile(module.forward, dynamic=True)
+
+    def forward(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:   # a compiler error; a genuine model error raises again below
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                          f"{what} runs eager")
+            del module.forward
+            return module.forward(*args, **kwargs)
+    module.forward = forward
+    return module
 
 
 def init_weights(module: nn.Module, std: float = 0.02):

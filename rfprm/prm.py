@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_config, load_state_into, resolve_dtype, save_state_dict, tensor_names
 from .config import ModelConfig
 from .errors import RfprmError, atomic_dir, resolve_path
-from .model import Qwen2Model, init_weights
+from .model import Qwen2Model, compile_forward, init_weights
 from .prm_layout import (LAYOUTS, SCALAR_MAX_LEN, PRMBatch, PRMExample, check_layout, collate,
                          encode_record, prm_examples)
 from .tokenizer import STEP_TAG, Tokenizer, check_vocab_fits, has_tokenizer, load_tokenizer
@@ -127,27 +126,9 @@ class PRM(nn.Module):
                 f"threshold {self.threshold:g}, alpha {self.alpha:g}, max_len {self.max_len}")
 
     def compile_backbone(self, on: bool = True) -> "PRM":
-        """Run the backbone's forward through `torch.compile` (dynamic shapes, so the length
-        buckets of training share one graph), or back in eager mode with on=False. The compiled
-        forward is an instance attribute over the class's eager `forward`, so weights and tensor
-        names are untouched and deleting it restores the eager reference (tests compare them).
-        Where compiling fails (e.g. no C++ compiler) the first call warns once and runs eager."""
-        model = self.model
-        if "forward" in vars(model):                 # undo an earlier compile_backbone()
-            del model.forward
-        if not on:
-            return self
-        compiled = torch.compile(model.forward, dynamic=True)
-
-        def forward(*args, **kwargs):
-            try:
-                return compiled(*args, **kwargs)
-            except Exception as e:   # a compiler error; a genuine model error raises again below
-                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                              f"the PRM backbone runs eager")
-                del model.forward
-                return model.forward(*args, **kwargs)
-        model.forward = forward
+        """The backbone's forward under `torch.compile`, or back to eager with on=False
+        (`rfprm.model.compile_forward`: eager where compiling fails)."""
+        compile_forward(self.model, on, "the PRM backbone")
         return self
 
     # ---- forward ----

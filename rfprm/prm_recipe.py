@@ -93,7 +93,12 @@ PRESETS = {
     # auxiliary, the trajectory reward on every training trace. Measured, not the default.
     "method": PRMRecipe(prm_layers=4, first_stage_targets="fused", second_stage_steps=0, marker_aux=0.0,
                         lambda_final=1.0, rollout_traces=-1),
-    # the first command of the shipped tiny-prm: all fused, all layers, a full second stage
+    # the shipped tiny-prm (python -m rfprm.recipes tiny-prm): the world recipe, longer, and also on
+    # the policy's own samples (a PRM that scores the policy's answers must have seen their mistakes,
+    # labelled the same way: the noisy judge, Φ, the trajectory reward); its α is then chosen for
+    # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py)
+    "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, policy_problems=2000, steps=3000),
+    # the first command of the chain that built an earlier tiny-prm: all fused, all layers, a full second stage
     "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
                              second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
                              rollout_traces=2000),

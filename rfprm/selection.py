@@ -56,6 +56,7 @@ from .answers import format_trace, is_correct as boxed_is_correct
 from .checkpoint import load_config
 from .errors import RfprmError, atomic_file
 from .lora import LoraConfig, apply_lora, remove_lora
+from .model import compile_forward
 from .memory import RunSettings
 from .generate import chat_complete
 from .kernels import linear_cross_entropy
@@ -224,20 +225,38 @@ def chat_example(tok, user: str, assistant: str, system: str | None = None) -> t
 
 
 def make_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int, pad_id: int,
-                 max_len: int | None = None):
+                 max_len: int | None = None, bucket: int = 1, grad_accum: int = 1):
     """-> batch_at(step, micro) giving (input_ids (B, T), labels (B, T)), a pure function of its args.
     An example may carry a third list, the completion's labels (IGNORE where a completion token
-    is context, not a target); by default every completion token is a target."""
+    is context, not a target); by default every completion token is a target.
+    bucket > 1: length bucketing, as the PRM's batches have it (`rfprm.prm_train.bucketed_batches`):
+    `bucket` batches' worth of examples is drawn at once, sorted by length and cut into batches that
+    the group's draws (each micro-batch of `grad_accum` per step is one draw) take in a shuffled
+    order, so a batch pads to about its own length."""
     if not examples:
         raise RfprmError("SFT: no training examples")
+    if batch_size < 1 or bucket < 1 or grad_accum < 1:
+        raise RfprmError(f"SFT: batch_size, bucket and grad_accum must be >= 1, got {batch_size}, {bucket}, "
+                         f"{grad_accum}")
     if max_len is not None:
         too_long = sum(len(ex[0]) + len(ex[1]) > max_len for ex in examples)
         if too_long == len(examples):
             raise RfprmError(f"SFT: every example is longer than the model's context ({max_len} tokens)")
 
+    def draw(step: int, micro: int) -> list:
+        if bucket == 1:
+            rng = random.Random(seed * 1_000_003 + step * 101 + micro)
+            return [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        group, k = divmod(step * grad_accum + micro, bucket)
+        rng = random.Random(seed * 1_000_003 + group)
+        idx = sorted((rng.randrange(len(examples)) for _ in range(batch_size * bucket)),
+                     key=lambda i: len(examples[i][0]) + len(examples[i][1]))
+        order = list(range(bucket))
+        rng.shuffle(order)                   # long and short batches in no fixed order
+        return [examples[i] for i in idx[order[k] * batch_size:(order[k] + 1) * batch_size]]
+
     def batch_at(step: int, micro: int):
-        rng = random.Random(seed * 1_000_003 + step * 101 + micro)
-        chosen = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        chosen = draw(step, micro)
         seqs = [(ex[0] + ex[1])[:max_len] if max_len else ex[0] + ex[1] for ex in chosen]
         labels = [([IGNORE] * len(ex[0]) + (ex[2] if len(ex) > 2 else ex[1]))[:len(s)]
                   for ex, s in zip(chosen, seqs)]
@@ -263,10 +282,12 @@ def lm_loss(model, batch):
 
 def train_sft(model, examples, cfg: TrainConfig, batch_size: int = 32, seed: int = 0,
               pad_id: int = 0, out_dir: str | Path | None = None, resume: bool = False,
-              desc: str = "sft") -> list[dict]:
-    """Fine-tune `model` in place on (prompt, completion) examples; returns the loss history."""
+              desc: str = "sft", bucket: int = 1) -> list[dict]:
+    """Fine-tune `model` in place on (prompt, completion) examples; returns the loss history.
+    bucket > 1: length-bucketed batches (make_batches)."""
     torch.manual_seed(seed)
-    batch_at = make_batches(examples, batch_size, seed, pad_id, model.cfg.max_position_embeddings)
+    batch_at = make_batches(examples, batch_size, seed, pad_id, model.cfg.max_position_embeddings, bucket,
+                            cfg.grad_accum)
     return train(model, lm_loss, batch_at, cfg, out_dir=out_dir, resume=resume, desc=desc)
 
 
@@ -283,6 +304,8 @@ class StudentSpec:
     bf16: bool = False             # autocast on CUDA
     lora: LoraConfig | None = None  # train LoRA adapters only (merged into the student before it is asked)
     grad_accum: int = 0            # micro-batches per optimizer step over all processes (0: one per process)
+    bucket: int = 8                # batches drawn together and sorted by length (1: plain random batches)
+    compile: bool = True           # train under torch.compile (rfprm.model.compile_forward; answers run eager)
 
 
 def student_memory(base_dir, pool: list[dict], spec: StudentSpec, device: str = "cpu") -> tuple:
@@ -316,8 +339,11 @@ def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, 
     if spec.lora is not None:
         torch.manual_seed(seed)                         # the adapters' random A: a function of the seed
         apply_lora(model, spec.lora)                    # only the adapters train
+    if spec.compile:
+        compile_forward(model.model, what="the student")
     train_sft(model, student_examples(tok, records, task), cfg, batch_size=micro, seed=seed,
-              pad_id=pad, desc=desc)
+              pad_id=pad, desc=desc, bucket=spec.bucket)
+    compile_forward(model.model, on=False)              # the eager reference answers the problems
     if spec.lora is not None:
         remove_lora(model, merge=True)                  # W + (alpha / r) B A: plain decoding from here
     return model

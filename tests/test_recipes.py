@@ -67,7 +67,10 @@ def test_all_quick_end_to_end_is_byte_identical_and_resumes(tmp_path, capsys):
     assert list(seconds) == ["tiny-base", "tiny-policy", "tiny-prm"]
     prm = rfprm.load_prm(tmp_path / "a" / "tiny-prm")
     assert prm.head == "step" and 0 <= prm.threshold <= 1
-    assert "first-error F1" in (tmp_path / "a" / "tiny-prm" / "README.md").read_text()
+    readme = (tmp_path / "a" / "tiny-prm" / "README.md").read_text()
+    assert "first-error F1" in readme and "distinct traces of the policy's own" in readme
+    from rfprm.world.recipes import ALPHAS
+    assert prm.alpha in ALPHAS and f"α = {prm.alpha:g}, chosen by Best-of-4" in readme
     assert not list(tmp_path.glob("a/*-work*"))           # training state removed once a stage is built
     (tmp_path / "b").mkdir()
     build_all(tmp_path / "b", seed=0, quick=True)

@@ -90,3 +90,38 @@ def test_batches_take_completion_labels():
     ids, labels = batch_at(0, 0)
     assert ids[0].tolist() == [1, 5, 7, 8, 9]
     assert labels[0].tolist() == [IGNORE, IGNORE, IGNORE, 8, IGNORE]
+
+
+def test_bucketed_batches_are_sorted_groups_of_the_same_draws():
+    """bucket > 1: each group of `bucket` draws holds the group's examples cut by length, every draw a
+    pure function of (step, micro); with accumulation each micro-batch is its own draw."""
+    examples = [([1] * (2 + a % 17), [a, 2]) for a in range(3, 200)]
+    for grad_accum in (1, 2):
+        batch_at = make_batches(examples, 4, seed=3, pad_id=0, bucket=4, grad_accum=grad_accum)
+        draws = [batch_at(s, m) for s in range(4 // grad_accum) for m in range(grad_accum)]   # one group
+        spans = []
+        for ids, _ in draws:
+            real = (ids != 0).sum(1)
+            spans.append((int(real.min()), int(real.max())))
+        spans.sort()
+        assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))   # the groups' batches do not overlap
+        assert torch.equal(batch_at(1, grad_accum - 1)[0], batch_at(1, grad_accum - 1)[0])
+    plain = make_batches(examples, 4, seed=3, pad_id=0)
+    assert torch.equal(plain(2, 0)[0], make_batches(examples, 4, seed=3, pad_id=0, bucket=1)(2, 0)[0])
+    with pytest.raises(RfprmError, match="bucket"):
+        make_batches(examples, 4, seed=3, pad_id=0, bucket=0)
+
+
+def test_student_trains_alike_compiled_and_eager(monkeypatch):
+    """A student under torch.compile (select_data's default) ends with the eager student's weights,
+    and answers with the eager forward."""
+    import rfprm.selection as sel
+    monkeypatch.setattr(sel, "student_examples", lambda tok, records, task=None: toy_examples())
+    tok = type("Tok", (), {"pad_id": 0})()
+    base = tiny_lm()
+    out = {c: sel.train_student(base, tok, [], sel.StudentSpec(steps=4, batch_size=4, compile=c), seed=0)
+           for c in (False, True)}
+    for (n, a), b in zip(out[False].state_dict().items(), out[True].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), n
+    assert "forward" not in vars(out[True].model)
+    assert not torch.equal(base.lm_head.weight, out[True].lm_head.weight)

@@ -178,28 +178,54 @@ def build_tiny_policy(base="tiny-base", out=None, seed=0, steps=RECIPE_STEPS["ti
                  f"--template-share {template_share} --check-share {check_share}", work), history
 
 
+ALPHAS = (0.0, 0.1, 0.25, 0.5, 1.0)   # tiny-prm: the α grid searched on validation problems
+ALPHA_PROBLEMS = 300                 # ... with this many fresh problems x ALPHA_SAMPLES samples
+ALPHA_SAMPLES = 16
+
+
 def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
-    """train_prm.py's default recipe on the built-in world (rfprm.prm_recipe.PRESETS["world"]),
-    from `policy`: teacher traces labelled with the fused step rewards and the template-guided
-    trajectory reward, the PRM trained, its threshold chosen on validation traces and measured on
-    held-out ones. -> (the PRM's directory, its evaluation)."""
+    """train_prm.py's preset `tiny-prm` on the built-in world, from `policy`: teacher traces and the
+    policy's own samples labelled with the fused step rewards and the template-guided trajectory
+    reward, the PRM trained, its threshold chosen on validation traces and measured on held-out
+    ones; then its α (the trajectory score's weight in the total, bon.py's default) chosen for
+    Best-of-16 on fresh validation problems. -> (the PRM's directory, its evaluation)."""
+    from ..labels import sample_traces
+    from ..prm_layout import STEP_TAG
     from ..prm_recipe import PRESETS, check_recipe, label_options, quick as quick_recipe, train_variants
     from ..prm_train import hide_eval_fields, keep_layers
     from ..data import read_records, write_records
-    r = check_recipe(quick_recipe(PRESETS["world"]) if quick else PRESETS["world"])
+    from .task import fresh_problems
+    r = check_recipe(quick_recipe(PRESETS["tiny-prm"]) if quick else PRESETS["tiny-prm"])
     out = _recipe_out("tiny-prm", out)
     work = _work_dir(out, seed, quick)
+    work.mkdir(parents=True, exist_ok=True)
     policy_dir = resolve_path(policy)
     tok = load_tokenizer(policy_dir)
-    (train, val, test), _ = trace_splits((r.n_train, r.n_val, r.n_test), seed)
-    labels = work / "labels_train.jsonl"
-    if labels.exists():
-        labelled = read_records(labels, "labelled")
-    else:
-        labeller = world_labeller(load_model(policy_dir), tok, judge=r.world_judge, **label_options(r, seed))
-        labelled = labeller(hide_eval_fields(train))
-        work.mkdir(parents=True, exist_ok=True)
-        write_records(labels, labelled)
+    (train, val, test), used = trace_splits((r.n_train, r.n_val, r.n_test), seed)
+    labeller = None
+
+    def labelled_once(name, records):   # labels are written once: a rerun after an interruption reads them
+        nonlocal labeller
+        path = work / f"labels_{name}.jsonl"
+        if path.exists():
+            return list(read_records(path, "labelled"))
+        if labeller is None:
+            labeller = world_labeller(load_model(policy_dir), tok, judge=r.world_judge, **label_options(r, seed))
+        records = labeller(hide_eval_fields(records))
+        write_records(path, records)
+        return records
+
+    labelled, own = labelled_once("train", train), []
+    # the policy's own samples, as train_prm.py samples them (policy_traces): fresh problems, seed + 1
+    problems = fresh_problems(r.policy_problems + (4 if quick else ALPHA_PROBLEMS), seed, used)
+    if r.policy_problems:
+        traces = []
+        if not (work / "labels_policy.jsonl").exists():
+            traces = sample_traces(load_model(policy_dir), tok, problems[:r.policy_problems], r.policy_samples,
+                                   TASK.prompt, MAX_NEW_TOKENS, seed=seed + 1, progress=True)
+            traces = [t for t in traces if STEP_TAG not in t["trajectory"] + t["response"]]
+        own = labelled_once("policy", traces)
+        labelled = labelled + own * r.policy_repeat
     lm = load_model(policy_dir)
     if r.prm_layers:
         keep_layers(lm, r.prm_layers)
@@ -208,15 +234,47 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
                                     seed=seed, resume=True, marker_target=TASK.step_result,
                                     is_correct=TASK.is_correct)
         res = results["reasonflux"]
+        alpha, table = choose_alpha(tmp, policy_dir, problems[r.policy_problems:], 4 if quick else ALPHA_SAMPLES,
+                                    seed + 2)
+        config = json.loads((tmp / "config.json").read_text())
+        config["rfprm_prm"]["alpha"] = alpha
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        n_val = len(problems) - r.policy_problems
+        rows = "\n".join(f"| {a:g} | {100 * acc:.1f} |" for a, acc in table.items())
         (tmp / "README.md").write_text(
             f"# {out.name}\n\nBuilt by `python -m rfprm.recipes tiny-prm --seed {seed}"
-            f"{' --quick' if quick else ''}` (rfprm/world/recipes.py): train_prm.py's default recipe "
-            f"(preset `world`) on {policy_dir.name}.\n\nOn {len(test)} held-out teacher traces (threshold "
-            f"{res['threshold']:.3f} chosen on {len(val)} validation traces): first-error F1 {res['f1']:.1f}, "
-            f"step AUC {res['auc']:.1f}.\n")
+            f"{' --quick' if quick else ''}` (rfprm/world/recipes.py): train_prm.py's preset `tiny-prm` "
+            f"on {policy_dir.name}: {len(train)} teacher traces and {len(own)} distinct traces of the policy's "
+            f"own on {r.policy_problems} fresh problems, labelled by the method (the noisy judge, Φ, the "
+            f"template-guided trajectory reward), {r.prm_layers or 'all'} layers, {r.steps} + "
+            f"{r.second_stage_steps} steps, the marker auxiliary of the first stage (the world's arithmetic).\n\n"
+            f"On {len(test)} held-out teacher traces (threshold {res['threshold']:.3f} chosen on {len(val)} "
+            f"validation traces): first-error F1 {res['f1']:.1f}, step AUC {res['auc']:.1f}.\n\n"
+            f"α = {alpha:g}, chosen by Best-of-{4 if quick else ALPHA_SAMPLES} accuracy on {n_val} fresh "
+            f"validation problems (none of the training, evaluation or reserved ones):\n\n"
+            f"| α | Best-of-N accuracy |\n|---|---|\n{rows}\n")
     shutil.rmtree(work, ignore_errors=True)
-    print(f"wrote {out}")
-    return out, res
+    print(f"wrote {out} (α = {alpha:g})")
+    return out, {**res, "alpha": alpha, "alpha_table": table}
+
+
+def choose_alpha(prm_dir, policy_dir, problems: list[dict], samples: int, seed: int,
+                 alphas=ALPHAS) -> tuple[float, dict]:
+    """The α of the grid whose total (mean step + α · trajectory) picks the right answer most
+    often among `samples` policy samples per validation problem (the first best on a tie).
+    -> (α, {α: accuracy})."""
+    from ..bon import make_candidates, pick_accuracy, pick_best, reasonflux_score, score_candidates
+    from ..prm import load_prm
+    policy = load_model(policy_dir)
+    ptok = load_tokenizer(policy_dir)
+    texts = chat_complete(policy, ptok, [TASK.prompt(p["problem"]) for p in problems], max_new_tokens=MAX_NEW_TOKENS,
+                          temperature=1.0, num_samples=samples, seed=seed, progress=True)
+    cands = [make_candidates(str(p["answer"]), texts[i * samples:(i + 1) * samples]) for i, p in enumerate(problems)]
+    score_candidates(load_prm(prm_dir), [p["problem"] for p in problems], cands, progress=True)
+    table = {a: sum(pick_accuracy(cs, pick_best([reasonflux_score(c, a) for c in cs])) for cs in cands) / len(cands)
+             for a in alphas}
+    best = max(table.values())
+    return next(a for a, acc in table.items() if acc == best), table
 
 
 def build_all(out, seed=0, quick=False) -> dict:
