@@ -3,7 +3,7 @@
 `rfprm.prm_train` trains one PRM for one stage (`PRMTrainSpec`); this module says which stages
 a run trains and with what, as train_prm.py runs it:
 
-    recipe = PRESETS["world"]                        # or "data", "chain-start"; a plain dataclass
+    recipe = PRESETS["world"]                        # or "data", "method", "tiny-prm"; a plain dataclass
     results, prm = train_variants(lm, tok, labelled, recipe, ["reasonflux", "outcome"], work, ...)
 
 - The method's loss is λ_step · step MSE + λ_final · trajectory MSE (arXiv 2506.18896, the PRM
@@ -97,11 +97,8 @@ PRESETS = {
     # the policy's own samples (a PRM that scores the policy's answers must have seen their mistakes,
     # labelled the same way: the noisy judge, Φ, the trajectory reward); its α is then chosen for
     # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py)
-    "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, policy_problems=2000, steps=3000),
-    # the first command of the chain that built an earlier tiny-prm: all fused, all layers, a full second stage
-    "chain-start": PRMRecipe(steps=5000, first_stage_targets="fused", second_stage_steps=1000,
-                             second_stage_lr=5e-4, second_stage_head_only=False, compile=False,
-                             rollout_traces=2000),
+    "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, marker_tokens="all", policy_problems=2000, policy_repeat=2,
+                          steps=3000),
 }
 
 
