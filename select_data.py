@@ -4,13 +4,10 @@ With no arguments it runs on the built-in world (CPU, a minute): a pool of mixed
 is scored by `tiny-prm`, ranked by mean step score + α · trajectory score, and the top k are
 written as JSONL. With --sft it also fine-tunes students from `tiny-base` on k traces chosen by
 each method -- random, outcome filter, step-only PRM, ReasonFlux -- and reports their held-out
-accuracy over several seeds (a default --sft run, 12 students: 933 s on two CPU cores; each
-student trains on length-bucketed batches under torch.compile, `--set bucket=1,compile=false`
-for the plain eager loop).
+accuracy over several seeds (a default --sft run, 12 students: 933 s on two CPU cores).
 
     python select_data.py                                 # select from the built-in pool
     python select_data.py --sft --json runs/select.json   # the student comparison
-    python select_data.py --sft --alpha-sweep 0.1,0.5,1.0,1.5
     python select_data.py --quick --sft                   # a one-minute version
     python select_data.py --prm DIR --data pool.jsonl --k 1000 --out top.jsonl
     python select_data.py --prm DIR --data pool.jsonl --sft --model DIR --eval-data problems.jsonl
@@ -51,7 +48,7 @@ class SelectPreset:
     max_new_tokens: int = MAX_NEW_TOKENS  # students' answer length limit
     score_batch_size: int = 32      # traces per PRM forward pass
     bucket: int = 8                 # student batches drawn together and sorted by length (1: plain random)
-    compile: bool = True            # students train under torch.compile (eager where it cannot compile)
+    compile: bool = True            # students train under torch.compile (false: the plain eager loop)
 
 
 PRESETS = {"default": SelectPreset(),
