@@ -228,16 +228,12 @@ def make_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, s
                  max_len: int | None = None, bucket: int = 1, grad_accum: int = 1):
     """-> batch_at(step, micro) giving (input_ids (B, T), labels (B, T)), a pure function of its args.
     An example may carry a third list, the completion's labels (IGNORE where a completion token
-    is context, not a target); by default every completion token is a target.
-    bucket > 1: length bucketing, as the PRM's batches have it (`rfprm.prm_train.bucketed_batches`):
-    `bucket` batches' worth of examples is drawn at once, sorted by length and cut into batches that
-    the group's draws (each micro-batch of `grad_accum` per step is one draw) take in a shuffled
-    order, so a batch pads to about its own length."""
+    is context, not a target); by default every completion token is a target. bucket > 1: length
+    bucketing as in `rfprm.prm_train.bucketed_batches` (each of `grad_accum` micro-batches one draw)."""
     if not examples:
         raise RfprmError("SFT: no training examples")
     if batch_size < 1 or bucket < 1 or grad_accum < 1:
-        raise RfprmError(f"SFT: batch_size, bucket and grad_accum must be >= 1, got {batch_size}, {bucket}, "
-                         f"{grad_accum}")
+        raise RfprmError(f"SFT: batch_size, bucket, grad_accum must be >= 1; got {batch_size}, {bucket}, {grad_accum}")
     if max_len is not None:
         too_long = sum(len(ex[0]) + len(ex[1]) > max_len for ex in examples)
         if too_long == len(examples):
@@ -283,8 +279,7 @@ def lm_loss(model, batch):
 def train_sft(model, examples, cfg: TrainConfig, batch_size: int = 32, seed: int = 0,
               pad_id: int = 0, out_dir: str | Path | None = None, resume: bool = False,
               desc: str = "sft", bucket: int = 1) -> list[dict]:
-    """Fine-tune `model` in place on (prompt, completion) examples; returns the loss history.
-    bucket > 1: length-bucketed batches (make_batches)."""
+    """Fine-tune `model` in place on (prompt, completion) examples (bucket: make_batches'); -> loss history."""
     torch.manual_seed(seed)
     batch_at = make_batches(examples, batch_size, seed, pad_id, model.cfg.max_position_embeddings, bucket,
                             cfg.grad_accum)
@@ -339,8 +334,7 @@ def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, 
     if spec.lora is not None:
         torch.manual_seed(seed)                         # the adapters' random A: a function of the seed
         apply_lora(model, spec.lora)                    # only the adapters train
-    if spec.compile:
-        compile_forward(model.model, what="the student")
+    compile_forward(model.model, spec.compile, "the student")   # on=False: the eager forward
     train_sft(model, student_examples(tok, records, task), cfg, batch_size=micro, seed=seed,
               pad_id=pad, desc=desc, bucket=spec.bucket)
     compile_forward(model.model, on=False)              # the eager reference answers the problems
