@@ -41,9 +41,9 @@ SCORED_FIELDS = ("problem", "trajectory", "response")   # all a scorer ever sees
 @dataclass
 class SelectPreset:
     pool: int = 4000                # the built-in pool's size; with --data, set it to use the first N records
-    sft_steps: int = 400            # optimizer steps per student
+    sft_steps: int = 250            # optimizer steps per student
     sft_batch_size: int = 16
-    lr: float = 2e-3                # student learning rate
+    lr: float = 3e-3                # student learning rate (chosen on validation problems: docs/results.md)
     eval_problems: int = 200        # reserved held-out world problems (at most EVAL_RESERVE)
     max_new_tokens: int = MAX_NEW_TOKENS  # students' answer length limit
     score_batch_size: int = 32      # traces per PRM forward pass

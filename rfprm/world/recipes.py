@@ -18,8 +18,9 @@ Notable choices:
   Qwen's split pattern (digits stay single tokens, which helps a tiny model add) and the same
   special tokens rfprm uses for Qwen: `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<extra_0>`.
 - `tiny-base` stands in for an instruct model before distillation: it has learned the world's
-  arithmetic facts (`Compute 17 + 25.` -> `17 + 25 = 42, so the answer is \\boxed{42}`) and to
-  answer multi-step problems directly with a boxed number, but has never seen a thinking trace.
+  arithmetic facts (`Compute 17 + 25.` -> `17 + 25 = 42, so the answer is \\boxed{42}`), the same
+  kind of facts in running text (`Show some arithmetic.` -> `17 + 25 = 42.` / `Then 6 * 3 = 18.`),
+  and to answer multi-step problems directly with a boxed number, but has never seen a thinking trace.
 - `tiny-policy` is tiny-base fine-tuned on traces of the *clean* teacher, so its own mistakes are
   natural slips, not copied ones. A share of its prompts carry the problem's true plan
   (`Plan: 7 + 5 then _ * 3`), so that template-guided rollouts (the PRM's trajectory-level
@@ -74,8 +75,12 @@ def answer_line(op, boxed=True) -> str:
     return f"{a} {o} {b} = {r}, so the answer is \\boxed{{{r}}}" if boxed else f"{a} {o} {b} = {r}"
 
 
+LINKS = ("", "So ", "Also ", "First, ", "Then ", "Next, ", "And ")   # what running text puts before a sum
+
+
 def base_examples(tok, n: int, seed: int):
-    """Arithmetic facts as one-step problems, and multi-step problems answered directly."""
+    """Arithmetic facts as one-step problems, the same kind of facts in running text, and
+    multi-step problems answered directly."""
     rng = random.Random(seed)
     problems = world.make_problems(n, seed, exclude=held_out_texts())
     examples = []
@@ -84,6 +89,19 @@ def base_examples(tok, n: int, seed: int):
             examples.append(chat_example(tok, f"Compute {op.a} {op.op} {op.b}.", answer_line(op)))
         if rng.random() < 0.5:
             examples.append(chat_example(tok, world.problem_prompt(p.text), f"The answer is \\boxed{{{p.answer}}}"))
+    # Running text: 2-5 equations in a row, each to be computed from its own `a op b =`. Without
+    # these the model ties its arithmetic to the `Compute` prompt, and a student distilled from it
+    # must learn every sum afresh inside a trace (experiments/student_probe.py).
+    rng = random.Random(seed + 7)
+    ops = [op for p in world.make_problems(n, seed + 1, exclude=held_out_texts()) for op in p.ops]
+    rng.shuffle(ops)
+    i = 0
+    while i < len(ops):
+        k = rng.randint(2, 5)
+        text = "\n\n".join(f"{rng.choice(LINKS)}{op.a} {op.op} {op.b} = {op.result}." for op in ops[i:i + k])
+        examples.append(chat_example(tok, "Show some arithmetic.", text))
+        i += k
+    rng.shuffle(examples)
     return examples
 
 
