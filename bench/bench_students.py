@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rfprm.checkpoint import load_model  # noqa: E402
 from rfprm.errors import resolve_path  # noqa: E402
 from rfprm.model import compile_forward  # noqa: E402
-from rfprm.selection import lm_loss, make_batches, student_examples  # noqa: E402
+from rfprm.selection import StudentSpec, lm_loss, make_batches, student_examples  # noqa: E402
 from rfprm.tokenizer import load_tokenizer  # noqa: E402
 from rfprm.trainer import TrainConfig, train  # noqa: E402
 from rfprm.world import make_traces  # noqa: E402
@@ -40,7 +40,7 @@ def main(argv=None):
     d = resolve_path(args.base)
     base, tok = load_model(d), load_tokenizer(d)
     examples = student_examples(tok, make_traces(1000, 5))
-    cfg = TrainConfig(steps=args.steps, lr=2e-3, warmup=5, log_every=10)
+    cfg = TrainConfig(steps=args.steps, lr=StudentSpec.lr, warmup=5, log_every=10)
     print(f"{'batches':<10}{'forward':<10}{'ms/step (1st)':>15}{'ms/step (2nd)':>15}{'tokens/batch':>14}")
     for bucket in (1, 8):
         batch_at = make_batches(examples, args.batch_size, 0, tok.pad_id or 0, 1024, bucket)

@@ -81,8 +81,8 @@ LINKS = ("", "So ", "Also ", "First, ", "Then ", "Next, ", "And ")   # what runn
 def base_examples(tok, n: int, seed: int):
     """Arithmetic facts as one-step problems, the same kind of facts in running text, and
     multi-step problems answered directly."""
-    rng = random.Random(seed)
-    problems = world.make_problems(n, seed, exclude=held_out_texts())
+    rng, held_out = random.Random(seed), held_out_texts()
+    problems = world.make_problems(n, seed, exclude=held_out)
     examples = []
     for p in problems:
         for op in p.ops:  # every step of every problem, asked on its own
@@ -93,7 +93,7 @@ def base_examples(tok, n: int, seed: int):
     # these the model ties its arithmetic to the `Compute` prompt, and a student distilled from it
     # must learn every sum afresh inside a trace (experiments/student_probe.py).
     rng = random.Random(seed + 7)
-    ops = [op for p in world.make_problems(n, seed + 1, exclude=held_out_texts()) for op in p.ops]
+    ops = [op for p in world.make_problems(n, seed + 1, exclude=held_out) for op in p.ops]
     rng.shuffle(ops)
     i = 0
     while i < len(ops):
@@ -259,12 +259,12 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         n_val = len(problems) - r.policy_problems
         rows = "\n".join(f"| {a:g} | {100 * acc:.1f} |" for a, acc in table.items())
+        repeat = f" (each {r.policy_repeat} times in the pool)" if r.policy_repeat > 1 else ""
         (tmp / "README.md").write_text(
             f"# {out.name}\n\nBuilt by `python -m rfprm.recipes tiny-prm --seed {seed}"
             f"{' --quick' if quick else ''}` (rfprm/world/recipes.py): train_prm.py's preset `tiny-prm` "
             f"on {policy_dir.name}: {len(train)} teacher traces and {len(own)} distinct traces of the policy's "
-            f"own on {r.policy_problems} fresh problems"
-            f"{f' (each {r.policy_repeat} times in the pool)' if r.policy_repeat > 1 else ''}, labelled by the method (the noisy judge, Φ, the "
+            f"own on {r.policy_problems} fresh problems{repeat}, labelled by the method (the noisy judge, Φ, the "
             f"template-guided trajectory reward), {r.prm_layers or 'all'} layers, {r.steps} + "
             f"{r.second_stage_steps} steps, the marker auxiliary of the first stage (the world's arithmetic).\n\n"
             f"On {len(test)} held-out teacher traces (threshold {res['threshold']:.3f} chosen on {len(val)} "
