@@ -14,6 +14,11 @@ a run trains and with what, as train_prm.py runs it:
   marker auxiliary (`rfprm.prm_train`); (2) the full loss on the fused step rewards for
   `second_stage_steps` at `second_stage_lr`, the step head alone when `second_stage_head_only`.
   `second_stage_steps = 0` is one stage with the full loss on the fused rewards throughout.
+- The trajectory score is read by the same head at one more marker, so a frozen backbone leaves
+  it little to learn from: in a second stage that trains the backbone, `second_stage_traces =
+  "trajectory"` keeps only the traces that carry a trajectory reward (rollouts are costly, so
+  `rollout_traces` labels a few thousand), each batch then training both terms, and
+  `second_stage_marker` keeps the marker auxiliary so the backbone holds its arithmetic.
 - Variants share the budget and the traces: `reasonflux` (the method), `step-only` (λ_final = 0
   in every stage: the ablation of the trajectory term), `outcome` (every target is the final
   answer's 0/1 correctness: outcome supervision spread over the steps) and `response-only` (the
@@ -78,6 +83,8 @@ class PRMRecipe:
     second_stage_steps: int = 300  # 0: one stage with the full loss throughout
     second_stage_lr: float = 2e-4
     second_stage_head_only: bool = True  # train the step head alone, the backbone frozen
+    second_stage_traces: str = "all"     # "all", or "trajectory": only the traces with a trajectory reward
+    second_stage_marker: bool = False    # keep stage 1's marker auxiliary in a second stage that trains the backbone
     lambda_final: float = 0.25    # weight of the trajectory term
     # running
     eval_every: int = 500         # held-out F1 / AUC every this many steps (0: at the end only)
@@ -130,6 +137,7 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
     if r.policy_repeat != 1 and not r.policy_problems:
         raise RfprmError("policy_repeat weights the policy's own traces: it needs policy_problems >= 1")
     for name, allowed in (("first_stage_targets", (None, "fused", "quality")), ("marker_tokens", ("last", "all")),
+                          ("second_stage_traces", ("all", "trajectory")),
                           ("layout", ("rfprm", "qwen"))):
         if getattr(r, name) not in allowed:
             raise RfprmError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(r, name)!r}")
@@ -252,8 +260,16 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
     if variant == "step-only" and r.first_stage_targets == "fused":
         return [first]                          # the reasonflux first stage is this ablation
     final = spec if variant == "reasonflux" else step_only
-    return [first, (labelled, replace(final, steps=r.second_stage_steps, lr=r.second_stage_lr,
-                                      freeze_backbone=r.second_stage_head_only), False)]
+    if r.second_stage_marker and not r.second_stage_head_only:
+        final = replace(final, **marker)        # the backbone keeps its arithmetic while the joint loss moves it
+    second = labelled
+    if r.second_stage_traces == "trajectory":   # every trace of the stage trains both terms (the same for step-only)
+        second = [x for x in labelled if x.get("trajectory_reward") is not None]
+        if not second:
+            raise RfprmError("second_stage_traces=trajectory: no training trace carries a trajectory reward "
+                             "(rollout_traces is 0, or the labels have none); use second_stage_traces=all")
+    return [first, (second, replace(final, steps=r.second_stage_steps, lr=r.second_stage_lr,
+                                    freeze_backbone=r.second_stage_head_only), False)]
 
 
 def progress_eval(every: int, val: list[dict], test: list[dict], name: str, steps: int):

@@ -41,3 +41,25 @@ def test_every_variant_has_the_same_stages_and_steps(labelled):
     assert all(s.lambda_final == 0 for _, s, _ in resp) and main[-1][1].lambda_final == r.lambda_final
     assert not any(shared for _, _, shared in resp)               # never reuses reasonflux's first stage
     assert resp[0][0][0]["trajectory"] == labelled[0]["response"]
+
+
+def test_a_joint_second_stage_on_the_traces_with_a_trajectory_reward(labelled):
+    some = [dict(r) for r in labelled]
+    for r in some[::2]:
+        r.pop("trajectory_reward", None)
+    for r in some[1::2]:
+        r["trajectory_reward"] = 0.5
+    r = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="quality", second_stage_head_only=False,
+                  second_stage_traces="trajectory", second_stage_marker=True, marker_aux=0.5)
+    spec = PRMTrainSpec(steps=r.steps, lambda_final=1.0)
+    for variant in ("reasonflux", "step-only"):   # the ablation trains on the same traces, λ_final = 0
+        (first, s1, _), (second, s2, _) = stage_plan(variant, r, some, some, spec, world.is_correct)
+        assert first is some and second == some[1::2]
+        assert s1.marker_aux == s2.marker_aux == 0.5 and not s2.freeze_backbone
+        assert s2.lambda_final == (1.0 if variant == "reasonflux" else 0.0)
+    plain = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="fused", marker_aux=0.5)
+    (_, _, _), (second, s2, _) = stage_plan("reasonflux", plain, some, some, spec, world.is_correct)
+    assert second is some and s2.marker_aux == 0 and s2.freeze_backbone   # the defaults: all traces, head only
+    none = [{k: v for k, v in x.items() if k != "trajectory_reward"} for x in some]
+    with pytest.raises(RfprmError, match="no training trace carries a trajectory reward"):
+        stage_plan("reasonflux", r, none, none, spec, world.is_correct)
