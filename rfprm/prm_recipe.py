@@ -134,6 +134,12 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
         raise RfprmError(f"alpha must be a finite number, got {r.alpha}")
     if r.rollout_traces < -1:
         raise RfprmError(f"rollout_traces must be >= 0 (or -1 for all), got {r.rollout_traces}")
+    if r.second_stage_traces == "trajectory" and r.rollout_traces == 0:
+        raise RfprmError("second_stage_traces=trajectory trains on the traces with a trajectory reward: "
+                         "it needs rollout_traces >= 1 (or -1 for all)")
+    if r.second_stage_marker and r.second_stage_head_only:
+        raise RfprmError("second_stage_marker keeps the marker auxiliary in a second stage that trains the "
+                         "backbone: it needs second_stage_head_only=false")
     if r.policy_repeat != 1 and not r.policy_problems:
         raise RfprmError("policy_repeat weights the policy's own traces: it needs policy_problems >= 1")
     for name, allowed in (("first_stage_targets", (None, "fused", "quality")), ("marker_tokens", ("last", "all")),

@@ -3,7 +3,7 @@ import pytest
 
 from rfprm import world
 from rfprm.errors import RfprmError
-from rfprm.prm_recipe import PRMRecipe, parse_variants, response_only_records, stage_plan
+from rfprm.prm_recipe import PRMRecipe, check_recipe, parse_variants, response_only_records, stage_plan
 from rfprm.prm_train import PRMTrainSpec
 from rfprm.steps import split_steps
 from rfprm.world.task import world_labeller
@@ -63,3 +63,9 @@ def test_a_joint_second_stage_on_the_traces_with_a_trajectory_reward(labelled):
     none = [{k: v for k, v in x.items() if k != "trajectory_reward"} for x in some]
     with pytest.raises(RfprmError, match="no training trace carries a trajectory reward"):
         stage_plan("reasonflux", r, none, none, spec, world.is_correct)
+    with pytest.raises(RfprmError, match="needs rollout_traces >= 1"):
+        check_recipe(PRMRecipe(second_stage_traces="trajectory", rollout_traces=0))
+    with pytest.raises(RfprmError, match="needs second_stage_head_only=false"):
+        check_recipe(PRMRecipe(second_stage_marker=True))
+    with pytest.raises(RfprmError, match="second_stage_traces must be one of all, trajectory"):
+        check_recipe(PRMRecipe(second_stage_traces="some"))
