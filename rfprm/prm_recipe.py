@@ -18,7 +18,9 @@ a run trains and with what, as train_prm.py runs it:
   it little to learn from: in a second stage that trains the backbone, `second_stage_traces =
   "trajectory"` keeps only the traces that carry a trajectory reward (rollouts are costly, so
   `rollout_traces` labels a few thousand), each batch then training both terms, and
-  `second_stage_marker` keeps the marker auxiliary so the backbone holds its arithmetic.
+  `second_stage_marker` keeps the marker auxiliary so the backbone holds its arithmetic, and
+  `second_stage_targets = "quality"` trains that stage on the verdicts (a wrong step 1 below a
+  sound one) instead of the fused rewards (about 0.3 below); docs/results.md measures both.
 - Variants share the budget and the traces: `reasonflux` (the method), `step-only` (λ_final = 0
   in every stage: the ablation of the trajectory term), `outcome` (every target is the final
   answer's 0/1 correctness: outcome supervision spread over the steps) and `response-only` (the
@@ -85,6 +87,7 @@ class PRMRecipe:
     second_stage_head_only: bool = True  # train the step head alone, the backbone frozen
     second_stage_traces: str = "all"     # "all", or "trajectory": only the traces with a trajectory reward
     second_stage_marker: bool = False    # keep stage 1's marker auxiliary in a second stage that trains the backbone
+    second_stage_targets: str = "fused"  # the second stage's step targets: "fused", or "quality" (the verdicts)
     lambda_final: float = 0.25    # weight of the trajectory term
     # running
     eval_every: int = 500         # held-out F1 / AUC every this many steps (0: at the end only)
@@ -140,10 +143,14 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
     if r.second_stage_marker and r.second_stage_head_only:
         raise RfprmError("second_stage_marker keeps the marker auxiliary in a second stage that trains the "
                          "backbone: it needs second_stage_head_only=false")
+    if r.second_stage_targets == "quality" and (not r.second_stage_steps or r.first_stage_targets == "fused"):
+        raise RfprmError("second_stage_targets=quality trains a second stage on the judge's verdicts: it needs "
+                         "second_stage_steps >= 1 and labels with verdicts (first_stage_targets quality or unset)")
     if r.policy_repeat != 1 and not r.policy_problems:
         raise RfprmError("policy_repeat weights the policy's own traces: it needs policy_problems >= 1")
     for name, allowed in (("first_stage_targets", (None, "fused", "quality")), ("marker_tokens", ("last", "all")),
                           ("second_stage_traces", ("all", "trajectory")),
+                          ("second_stage_targets", ("fused", "quality")),
                           ("layout", ("rfprm", "qwen"))):
         if getattr(r, name) not in allowed:
             raise RfprmError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(r, name)!r}")
@@ -250,12 +257,13 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
     """A variant's training stages: (records, spec, is it the shared first stage)."""
     step_only = replace(spec, lambda_final=0.0)
     marker = dict(marker_aux=r.marker_aux, marker_tokens=r.marker_tokens)   # stage 1's, never the outcome RM's
+    targets = labelled if r.second_stage_targets == "fused" else first_stage_records(labelled, "quality")
     if variant == "outcome":
         return [(outcome_targets(labelled, is_correct), spec, False)]
     if variant == "response-only":              # its own records: never the shared first stage
         plan = [(response_only_records(first_records), replace(step_only, **marker), False)]
         if r.second_stage_steps:                 # the same stages and steps as reasonflux's
-            plan.append((response_only_records(labelled), replace(step_only, steps=r.second_stage_steps,
+            plan.append((response_only_records(targets), replace(step_only, steps=r.second_stage_steps,
                          lr=r.second_stage_lr, freeze_backbone=r.second_stage_head_only), False))
         return plan
     if not r.second_stage_steps:
@@ -268,9 +276,9 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
     final = spec if variant == "reasonflux" else step_only
     if r.second_stage_marker and not r.second_stage_head_only:
         final = replace(final, **marker)        # the backbone keeps its arithmetic while the joint loss moves it
-    second = labelled
+    second = targets
     if r.second_stage_traces == "trajectory":   # every trace of the stage trains both terms (the same for step-only)
-        second = [x for x in labelled if x.get("trajectory_reward") is not None]
+        second = [x for x in second if x.get("trajectory_reward") is not None]
         if not second:
             raise RfprmError("second_stage_traces=trajectory: no training trace carries a trajectory reward "
                              "(rollout_traces is 0, or the labels have none); use second_stage_traces=all")
@@ -303,6 +311,9 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
     `train_options`: more PRMTrainSpec fields (lora, grad_accum: how to train, not what).
     -> ({variant: evaluation}, the first variant's PRM)."""
     r = choose_first_stage_targets(r, labelled)
+    if r.second_stage_targets == "quality" and r.first_stage_targets == "fused":
+        raise RfprmError("second_stage_targets=quality: the training labels carry no judge's verdicts "
+                         "(label_parts.quality); use second_stage_targets=fused")
     spec = PRMTrainSpec(steps=r.steps, batch_size=r.batch_size, lr=r.lr, seed=seed, lambda_step=r.lambda_step,
                         lambda_final=r.lambda_final, lm_aux=r.lm_aux, bucket=r.bucket, bf16=bf16, compile=r.compile,
                         **(train_options or {}))

@@ -69,3 +69,25 @@ def test_a_joint_second_stage_on_the_traces_with_a_trajectory_reward(labelled):
         check_recipe(PRMRecipe(second_stage_marker=True))
     with pytest.raises(RfprmError, match="second_stage_traces must be one of all, trajectory"):
         check_recipe(PRMRecipe(second_stage_traces="some"))
+
+
+def test_a_second_stage_on_the_verdicts(labelled):
+    r = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="quality", second_stage_head_only=False,
+                  second_stage_traces="trajectory", second_stage_targets="quality")
+    spec = PRMTrainSpec(steps=r.steps, lambda_final=1.0)
+    labelled = [{k: v for k, v in x.items() if k != "trajectory_reward"} for x in labelled]
+    for x in labelled[1::2]:
+        x["trajectory_reward"] = 0.5
+    with_traj = labelled[1::2]
+    assert any(x["step_rewards"] != x["label_parts"]["quality"] for x in with_traj)
+    (_, _, _), (second, s2, _) = stage_plan("reasonflux", r, labelled, labelled, spec, world.is_correct)
+    assert len(second) == len(with_traj)
+    for x, y in zip(second, with_traj):       # the verdicts as targets; the trajectory reward kept
+        assert x["step_rewards"] == [float(q) for q in y["label_parts"]["quality"]]
+        assert x["trajectory_reward"] == y["trajectory_reward"] and x["trajectory"] == y["trajectory"]
+    resp = stage_plan("response-only", r, labelled, labelled, spec, world.is_correct)
+    assert set(resp[1][0][0]["step_rewards"]) <= {0.0, 0.4, 1.0}          # the response-only PRM alike
+    with pytest.raises(RfprmError, match="second_stage_targets=quality trains a second stage"):
+        check_recipe(PRMRecipe(second_stage_targets="quality", first_stage_targets="fused"))
+    with pytest.raises(RfprmError, match="second_stage_targets must be one of fused, quality"):
+        check_recipe(PRMRecipe(second_stage_targets="verdicts"))
