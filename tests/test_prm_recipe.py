@@ -1,9 +1,12 @@
 """The PRM recipe's variants: the response-only PRM's records and every variant's stage plan."""
+from dataclasses import replace
+
 import pytest
 
 from rfprm import world
 from rfprm.errors import RfprmError
-from rfprm.prm_recipe import PRMRecipe, check_recipe, parse_variants, response_only_records, stage_plan
+from rfprm.prm_recipe import (PRMRecipe, check_recipe, parse_variants, response_only_records, stage_plan,
+                              train_variants)
 from rfprm.prm_train import PRMTrainSpec
 from rfprm.steps import split_steps
 from rfprm.world.task import world_labeller
@@ -71,7 +74,7 @@ def test_a_joint_second_stage_on_the_traces_with_a_trajectory_reward(labelled):
         check_recipe(PRMRecipe(second_stage_traces="some"))
 
 
-def test_a_second_stage_on_the_verdicts(labelled):
+def test_a_second_stage_on_the_verdicts(labelled, tmp_path):
     r = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="quality", second_stage_head_only=False,
                   second_stage_traces="trajectory", second_stage_targets="quality")
     spec = PRMTrainSpec(steps=r.steps, lambda_final=1.0)
@@ -81,12 +84,16 @@ def test_a_second_stage_on_the_verdicts(labelled):
     with_traj = labelled[1::2]
     assert any(x["step_rewards"] != x["label_parts"]["quality"] for x in with_traj)
     (_, _, _), (second, s2, _) = stage_plan("reasonflux", r, labelled, labelled, spec, world.is_correct)
-    assert len(second) == len(with_traj)
+    assert len(second) == len(with_traj) and s2.lambda_final == 1.0 and not s2.freeze_backbone
     for x, y in zip(second, with_traj):       # the verdicts as targets; the trajectory reward kept
         assert x["step_rewards"] == [float(q) for q in y["label_parts"]["quality"]]
         assert x["trajectory_reward"] == y["trajectory_reward"] and x["trajectory"] == y["trajectory"]
     resp = stage_plan("response-only", r, labelled, labelled, spec, world.is_correct)
-    assert set(resp[1][0][0]["step_rewards"]) <= {0.0, 0.4, 1.0}          # the response-only PRM alike
+    assert set(resp[1][0][0]["step_rewards"]) <= {0.0, 0.2, 0.4, 1.0}     # the response-only PRM alike
+    no_verdicts = [{k: v for k, v in x.items() if k != "label_parts"} for x in labelled]
+    with pytest.raises(RfprmError, match="the training labels carry no judge's verdicts"):
+        train_variants(None, None, no_verdicts, check_recipe(replace(r, first_stage_targets=None)), ["reasonflux"],
+                       tmp_path, out=tmp_path / "prm", val=[], test=[])
     with pytest.raises(RfprmError, match="second_stage_targets=quality trains a second stage"):
         check_recipe(PRMRecipe(second_stage_targets="quality", first_stage_targets="fused"))
     with pytest.raises(RfprmError, match="second_stage_targets must be one of fused, quality"):
