@@ -257,7 +257,7 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
     """A variant's training stages: (records, spec, is it the shared first stage)."""
     step_only = replace(spec, lambda_final=0.0)
     marker = dict(marker_aux=r.marker_aux, marker_tokens=r.marker_tokens)   # stage 1's, never the outcome RM's
-    targets = labelled if r.second_stage_targets == "fused" else first_stage_records(labelled, "quality")
+    targets = labelled if r.second_stage_targets == "fused" else first_records   # the verdicts (check_recipe)
     if variant == "outcome":
         return [(outcome_targets(labelled, is_correct), spec, False)]
     if variant == "response-only":              # its own records: never the shared first stage

@@ -5,8 +5,8 @@ import pytest
 
 from rfprm import world
 from rfprm.errors import RfprmError
-from rfprm.prm_recipe import (PRMRecipe, check_recipe, parse_variants, response_only_records, stage_plan,
-                              train_variants)
+from rfprm.prm_recipe import (PRMRecipe, check_recipe, first_stage_records, parse_variants, response_only_records,
+                              stage_plan, train_variants)
 from rfprm.prm_train import PRMTrainSpec
 from rfprm.steps import split_steps
 from rfprm.world.task import world_labeller
@@ -83,13 +83,14 @@ def test_a_second_stage_on_the_verdicts(labelled, tmp_path):
         x["trajectory_reward"] = 0.5
     with_traj = labelled[1::2]
     assert any(x["step_rewards"] != x["label_parts"]["quality"] for x in with_traj)
-    (_, _, _), (second, s2, _) = stage_plan("reasonflux", r, labelled, labelled, spec, world.is_correct)
-    assert len(second) == len(with_traj) and s2.lambda_final == 1.0 and not s2.freeze_backbone
+    verdicts = first_stage_records(labelled, "quality")
+    (first, _, _), (second, s2, _) = stage_plan("reasonflux", r, labelled, verdicts, spec, world.is_correct)
+    assert first is verdicts and len(second) == len(with_traj) and s2.lambda_final == 1.0 and not s2.freeze_backbone
     for x, y in zip(second, with_traj):       # the verdicts as targets; the trajectory reward kept
         assert x["step_rewards"] == [float(q) for q in y["label_parts"]["quality"]]
         assert x["trajectory_reward"] == y["trajectory_reward"] and x["trajectory"] == y["trajectory"]
-    resp = stage_plan("response-only", r, labelled, labelled, spec, world.is_correct)
-    assert set(resp[1][0][0]["step_rewards"]) <= {0.0, 0.2, 0.4, 1.0}     # the response-only PRM alike
+    resp = stage_plan("response-only", r, labelled, verdicts, spec, world.is_correct)
+    assert resp[1][0] == response_only_records(verdicts) != response_only_records(labelled)   # response-only too
     no_verdicts = [{k: v for k, v in x.items() if k != "label_parts"} for x in labelled]
     with pytest.raises(RfprmError, match="the training labels carry no judge's verdicts"):
         train_variants(None, None, no_verdicts, check_recipe(replace(r, first_stage_targets=None)), ["reasonflux"],
