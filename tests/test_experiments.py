@@ -46,3 +46,34 @@ def test_experiment_runs_quick(script):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{script.name} --quick failed:\n{proc.stderr[-3000:]}"
     assert proc.stdout.strip(), f"{script.name} --quick printed nothing"
+
+
+def test_policy_step_auc_reads_steps_up_to_the_first_flaw():
+    """prm_quality's policy-sample measure: sound steps before a first flaw (every step of a
+    flawless sample) against the first flaws; a step after the first flaw counts on neither side."""
+    from types import SimpleNamespace
+
+    from experiments.prm_quality import policy_step_auc
+
+    class Scores:
+        def score_batch(self, records, batch_size=32):
+            return [SimpleNamespace(steps=r["scores"]) for r in records]
+
+    records = [{"first_error": -1, "scores": [0.9, 0.8]},
+               {"first_error": 1, "scores": [0.7, 0.1, 0.05]},     # 0.05 follows the flaw: left out
+               {"first_error": 0, "scores": [0.75, 0.99]}]
+    a, n_sound, n_flaws = policy_step_auc(Scores(), records)
+    assert (n_sound, n_flaws) == (3, 2)
+    assert a == pytest.approx(100.0 * 5 / 6)   # sound 0.9, 0.8, 0.7 against flaws 0.1, 0.75: 5 of 6 pairs
+
+
+def test_judged_samples_find_the_first_flaw_with_the_exact_judge():
+    from experiments.prm_quality import judged_samples
+
+    problem = "Compute 6 * 4 + 3."
+    right = "<think>First, 6 * 4 = 24.\n\nThen 24 + 3 = 27.</think>6 * 4 gives 24.\n\n24 + 3 gives 27: \\boxed{27}"
+    slip = "<think>First, 6 * 4 = 24.\n\nThen 24 + 3 = 28.</think>6 * 4 gives 24.\n\n24 + 3 gives 28: \\boxed{28}"
+    misread = "<think>First, 4 + 3 = 7.\n\nThen 6 * 7 = 42.</think>4 + 3 gives 7.\n\n6 * 7 gives 42: \\boxed{42}"
+    out = judged_samples([problem] * 4, [right, slip, misread, "no trace at all"])
+    assert [r["first_error"] for r in out] == [-1, 1, 0]     # the unparsed completion is dropped
+    assert out[1]["trajectory"].startswith("First, 6 * 4 = 24.")
