@@ -200,7 +200,7 @@ def run(args):
         return                         # rank 0 writes the tables
     if results:
         print(format_results(results))
-        note = None if args.data or args.quick else late_verifier_note(results)
+        note = None if args.data or args.quick else late_verifier_note(results, r.batch_size)
         if note:
             print("\n" + note)
     kind = f"a LoRA adapter on {init_dir}; merge: python -m rfprm.lora merge" if lora else main_prm.describe()

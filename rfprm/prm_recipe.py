@@ -96,7 +96,9 @@ class PRMRecipe:
 
 
 PRESETS = {
-    "world": PRMRecipe(prm_layers=4, marker_aux=0.5),     # tiny-policy on the built-in world, ~10 min on 2 cores
+    # tiny-policy on the built-in world, about 5 minutes on 2 cores: batches of 16 traces (32 cost
+    # twice the time for 1-4 points of F1; docs/results.md, "The default recipe in this world")
+    "world": PRMRecipe(prm_layers=4, marker_aux=0.5, batch_size=16),
     "data": PRMRecipe(),                                   # --data: every layer, no marker auxiliary
     # the paper's method alone: fused labels and the trajectory label, one stage of the joint MSE
     # (λ_step = λ_final = 1) training the backbone on both terms; no verdict curriculum, no marker
@@ -352,12 +354,13 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
     return results, main_prm
 
 
-def late_verifier_note(results: dict) -> str | None:
-    """One line when the built-in world's PRM ends under the F1 of 80 that the default recipe is
-    meant to reach: its first stage most likely left the plateau late. None otherwise."""
+def late_verifier_note(results: dict, batch_size: int = 16) -> str | None:
+    """One line when the built-in world's PRM ends under an F1 of 80 (about what the noisy
+    judge's labels allow): its first stage most likely left the plateau late. None otherwise.
+    A step's cost is quoted for `batch_size` traces (about 6.5 ms a trace on two cores)."""
     if "reasonflux" not in results or results["reasonflux"]["f1"] >= 80:
         return None
     return (f"note: held-out F1 {results['reasonflux']['f1']:.1f} is under 80: this PRM has not learnt to "
             f"verify well yet. A tiny PRM can sit on a plateau for a long while before it does; the held-out "
             f"lines above show how far its first stage got. More first-stage steps (--set steps=N) give it "
-            f"room, at about 0.2 s each on two cores.")
+            f"room, at about {0.0065 * batch_size:.2g} s each on two cores (batch {batch_size}).")

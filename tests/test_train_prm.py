@@ -297,8 +297,9 @@ def test_prelabelled_data_without_verdicts_trains_on_the_fused_rewards(quick_pol
 def test_late_verifier_note_only_under_80():
     from rfprm.prm_recipe import late_verifier_note
     low = {"reasonflux": {"f1": 75.7}, "outcome": {"f1": 20.0}}
-    note = late_verifier_note(low)
+    note = late_verifier_note(low, batch_size=32)
     assert note.startswith("note: held-out F1 75.7 is under 80") and "--set steps=N" in note
+    assert "0.21 s each on two cores (batch 32)" in note
     assert late_verifier_note({"reasonflux": {"f1": 85.3}}) is None
     assert late_verifier_note({"step-only": {"f1": 50.0}}) is None
 
