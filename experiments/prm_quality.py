@@ -20,8 +20,8 @@ validation and test splits: `rfprm.world.task.trace_splits` with the recipe's si
   exact judge reads each parsed sample's thinking steps, for evaluation only: its first step
   below USEFUL (a wrong result, a step that performs none of the problem's operations, or no
   equation) is the sample's first flaw. Policy step AUC = sound steps before a first flaw (all
-  steps of a flawless sample) against the first flaws; steps after a first flaw are left out,
-  as ProcessBench leaves them out.
+  steps of a flawless sample) against the first flaws, all of them and by kind (wrong results,
+  the other kinds); steps after a first flaw are left out, as ProcessBench leaves them out.
 """
 import argparse
 import statistics
@@ -34,7 +34,7 @@ from rfprm.generate import chat_complete
 from rfprm.prm import load_prm
 from rfprm.steps import split_completion, split_steps
 from rfprm.tokenizer import load_tokenizer
-from rfprm.world.judge import USEFUL, judge_steps
+from rfprm.world.judge import USEFUL, WRONG, judge_steps
 from rfprm.world.task import MAX_NEW_TOKENS, TASK, eval_records, trace_splits
 
 
@@ -86,7 +86,9 @@ def policy_samples(policy: str, n_problems: int, samples: int, seed: int = 0) ->
 
 def judged_samples(problems: list[str], texts: list[str]) -> list[dict]:
     """Each completion (of the problem beside it) that parses as a trace, with its first flaw by
-    the exact judge: the first thinking step below USEFUL, or -1."""
+    the exact judge: the first thinking step below USEFUL, or -1, and the flaw's kind: "wrong" (a
+    wrong result) or "other" (right arithmetic that performs none of the problem's operations, or
+    no equation)."""
     out = []
     for problem, text in zip(problems, texts, strict=True):
         trace = split_completion(text)
@@ -95,19 +97,24 @@ def judged_samples(problems: list[str], texts: list[str]) -> list[dict]:
         verdicts = judge_steps(problem, split_steps(trace[0]))
         flawed = [t for t, v in enumerate(verdicts) if v < USEFUL]
         out.append({"problem": problem, "trajectory": trace[0], "response": trace[1],
-                    "first_error": flawed[0] if flawed else -1})
+                    "first_error": flawed[0] if flawed else -1,
+                    "flaw": ("wrong" if verdicts[flawed[0]] == WRONG else "other") if flawed else None})
     return out
 
 
-def policy_step_auc(prm, records: list[dict], batch_size: int = 32) -> tuple[float, int, int]:
-    """(AUC in percent of sound steps over first flaws, n sound, n first flaws)."""
-    sound, flaws = [], []
+def policy_step_auc(prm, records: list[dict], batch_size: int = 32) -> dict[str, tuple[float, int, int]]:
+    """{"all" | "wrong" | "other": (AUC in percent of sound steps over those first flaws, n sound,
+    n flaws)}; a record without a "flaw" kind counts in "all" only."""
+    sound, flaws = [], {"all": [], "wrong": [], "other": []}
     for s, r in zip(prm.score_batch(records, batch_size=batch_size), records):
         k = r["first_error"]
         sound += list(s.steps if k < 0 else s.steps[:k])
         if k >= 0:
-            flaws.append(s.steps[k])
-    return (100.0 * auc(sound, flaws) if sound and flaws else float("nan")), len(sound), len(flaws)
+            flaws["all"].append(s.steps[k])
+            if r.get("flaw") in flaws:
+                flaws[r["flaw"]].append(s.steps[k])
+    return {kind: ((100.0 * auc(sound, f) if sound and f else float("nan")), len(sound), len(f))
+            for kind, f in flaws.items()}
 
 
 def main() -> None:
@@ -154,10 +161,12 @@ def main() -> None:
         print(f"the policy's own samples: {args.policy_problems} reserved problems x {args.samples} from "
               f"{args.policy}, {len(own)} parsed, {flawed} with a flawed thinking step (the exact judge, "
               f"evaluation only)")
+        print("policy step AUC: sound steps against first flaws, all of them / wrong results / the other kinds")
         for name, prm in loaded.items():
-            a, n_sound, n_flaw = policy_step_auc(prm, own)
-            shown = f"{a:.1f}" if n_sound and n_flaw else "n/a (needs sound steps and flaws)"
-            print(f"{name:<24} policy step AUC {shown}  ({n_sound} sound steps, {n_flaw} first flaws)")
+            res = policy_step_auc(prm, own)
+            shown = [f"{a:.1f}" if n_sound and n else "n/a" for a, n_sound, n in res.values()]
+            counts = ", ".join(f"{n} {kind}" for kind, (_, _, n) in res.items())
+            print(f"{name:<24} {' / '.join(shown)}  ({res['all'][1]} sound steps; first flaws: {counts})")
 
 
 if __name__ == "__main__":

@@ -60,11 +60,12 @@ def test_policy_step_auc_reads_steps_up_to_the_first_flaw():
             return [SimpleNamespace(steps=r["scores"]) for r in records]
 
     records = [{"first_error": -1, "scores": [0.9, 0.8]},
-               {"first_error": 1, "scores": [0.7, 0.1, 0.05]},     # 0.05 follows the flaw: left out
-               {"first_error": 0, "scores": [0.75, 0.99]}]
-    a, n_sound, n_flaws = policy_step_auc(Scores(), records)
-    assert (n_sound, n_flaws) == (3, 2)
-    assert a == pytest.approx(100.0 * 5 / 6)   # sound 0.9, 0.8, 0.7 against flaws 0.1, 0.75: 5 of 6 pairs
+               {"first_error": 1, "flaw": "wrong", "scores": [0.7, 0.1, 0.05]},   # 0.05 follows the flaw: out
+               {"first_error": 0, "flaw": "other", "scores": [0.75, 0.99]}]
+    res = policy_step_auc(Scores(), records)
+    assert {k: v[1:] for k, v in res.items()} == {"all": (3, 2), "wrong": (3, 1), "other": (3, 1)}
+    assert res["all"][0] == pytest.approx(100.0 * 5 / 6)   # sound 0.9, 0.8, 0.7 against 0.1, 0.75: 5 of 6 pairs
+    assert res["wrong"][0] == 100.0 and res["other"][0] == pytest.approx(100.0 * 2 / 3)
 
 
 def test_judged_samples_find_the_first_flaw_with_the_exact_judge():
@@ -76,4 +77,5 @@ def test_judged_samples_find_the_first_flaw_with_the_exact_judge():
     misread = "<think>First, 4 + 3 = 7.\n\nThen 6 * 7 = 42.</think>4 + 3 gives 7.\n\n6 * 7 gives 42: \\boxed{42}"
     out = judged_samples([problem] * 4, [right, slip, misread, "no trace at all"])
     assert [r["first_error"] for r in out] == [-1, 1, 0]     # the unparsed completion is dropped
+    assert [r["flaw"] for r in out] == [None, "wrong", "other"]
     assert out[1]["trajectory"].startswith("First, 6 * 4 = 24.")
