@@ -1,6 +1,6 @@
 """Train a ReasonFlux-PRM: label traces, train the PRM, choose its threshold, evaluate it.
 
-With no arguments it runs on the built-in world on the CPU (about ten minutes on two cores): a
+With no arguments it runs on the built-in world on the CPU (about five minutes on two cores): a
 pool of teacher traces is labelled (fused step rewards + template-guided trajectory reward from
 `tiny-policy`), a PRM is trained from tiny-policy's weights in two stages, its threshold is
 chosen on validation traces, and it is evaluated on held-out traces. `--variants` adds the
