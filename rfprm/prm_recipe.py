@@ -81,6 +81,8 @@ class PRMRecipe:
     lm_aux: float = 0.5           # auxiliary LM loss on sound traces (0: off)
     marker_aux: float = 0.0       # marker auxiliary of stage 1 (needs the task's step_result; 0: off)
     marker_tokens: str = "last"   # the marker names the result's "last" token or "all" of them
+    marker_source: str = "task"   # the marker's result: "task" (the task's step_result; in the world its
+                                  # arithmetic, an oracle) or "model" (the start model's own reading)
     # stage 2: the full loss
     second_stage_steps: int = 300  # 0: one stage with the full loss throughout
     second_stage_lr: float = 2e-4
@@ -152,6 +154,7 @@ def check_recipe(r: PRMRecipe) -> PRMRecipe:
     if r.policy_repeat != 1 and not r.policy_problems:
         raise RfprmError("policy_repeat weights the policy's own traces: it needs policy_problems >= 1")
     for name, allowed in (("first_stage_targets", (None, "fused", "quality")), ("marker_tokens", ("last", "all")),
+                          ("marker_source", ("task", "model")),
                           ("second_stage_traces", ("all", "trajectory")),
                           ("second_stage_targets", ("fused", "quality")),
                           ("layout", ("rfprm", "qwen"))):
@@ -250,7 +253,8 @@ def response_only_records(records: list[dict]) -> list[dict]:
         for th, rs in align_pairs(thinking, response):
             for j in rs:
                 labels[j] = min(rewards[t] for t in th)
-        keep = {k: v for k, v in r.items() if k not in ("trajectory_reward", "label_parts", "step_rewards")}
+        keep = {k: v for k, v in r.items()
+                if k not in ("trajectory_reward", "label_parts", "step_rewards", "marker_results")}
         out.append({**keep, "trajectory": join_steps(response), "step_rewards": labels})
     return out
 

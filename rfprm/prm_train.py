@@ -26,19 +26,27 @@ one; on the built-in world it removes the ~1,500-step plateau before a tiny PRM 
 With `marker_tokens="all"` the marker names every token of the correct result instead (one
 cross-entropy term per token, all averaged, so the marker's distribution spreads over the
 result's tokens as a bag): a slip in a leading digit then also differs from what the marker
-holds.
+holds. The correct result is an oracle of the built-in world; `lm_step_results` gives a target
+that needs none: the start model's own reading of each step's result (what it writes greedily
+there, in context), which agrees with the world's arithmetic on most steps of tiny-policy.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import distributed
+from .answers import format_trace
 from .errors import RfprmError
+from .generate import generate
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
 from .memory import RunSettings
@@ -144,16 +152,83 @@ def make_loss(spec: PRMTrainSpec):
     return loss_fn
 
 
+_RESULT = re.compile(r"=\s*(-?\d+(?:\.\d+)?)")   # a step's written result: the number after an "="
+
+
+@torch.no_grad()
+def lm_step_results(lm, tok, records: list[dict], batch_size: int = 16, progress: bool = True) -> list[list]:
+    """The LM's own reading of each thinking step's result: the number it writes greedily after
+    the trace's text before that result (the number after the step's last "="), in the policy's
+    own format (the chat prompt, then thinking and response). It is the marker target that needs
+    no oracle (PRMRecipe.marker_source="model"): a step the LM agrees with reads as written, a
+    slip reads as what the LM would have written.
+    One teacher-forced pass over each trace finds, per result, the first token the LM would write
+    otherwise (the token after the number included); only there does it generate, from that
+    point, up to 3 tokens more than the written number has.
+    -> per record, per step, the reading (str) or None (no "=" and number in the step)."""
+    lm.eval()
+    plans = []                                    # (ids, [(first token, last token + 1) or None per step])
+    for r in records:
+        prompt = tok.chat([{"role": "user", "content": r["problem"]}], add_generation_prompt=True)
+        body = format_trace(r["trajectory"], r["response"])
+        ids = tok.encode(body)
+        ends = list(itertools.accumulate(len(tok.encoding.decode_single_token_bytes(i)) for i in ids))
+        raw, pos, spans = body.encode(), 0, []
+        for step in split_steps(r["trajectory"]):
+            at = raw.find(step.encode(), pos)
+            found = list(_RESULT.finditer(step))
+            if at < 0 or not found:
+                spans.append(None)
+                continue
+            pos = at + len(step.encode())
+            b0 = at + len(step[:found[-1].start(1)].encode())
+            b1 = at + len(step[:found[-1].end(1)].encode())
+            first = bisect.bisect_right(ends, b0)          # the token holding the result's first byte
+            last = bisect.bisect_left(ends, b1) + 1        # one past the token holding its last
+            spans.append((len(prompt) + first, len(prompt) + last))
+        plans.append((prompt + ids, spans))
+    out = [[None if s is None else tok.decode(ids[s[0]:s[1]]).strip() for s in spans] for ids, spans in plans]
+    device = next(lm.parameters()).device
+    order = sorted(range(len(records)), key=lambda i: len(plans[i][0]))
+    redo = []                                     # (record, step, prefix up to the first disagreement, tokens left)
+    for k in tqdm(range(0, len(order), batch_size), desc="reading step results", disable=not progress,
+                  unit="batch"):
+        rows = order[k:k + batch_size]
+        width = max(len(plans[i][0]) for i in rows)
+        ids = torch.tensor([plans[i][0] + [0] * (width - len(plans[i][0])) for i in rows], device=device)
+        pred = lm(ids).argmax(-1).tolist()               # right padding: causal rows are unaffected
+        for row, i in zip(pred, rows):
+            ids_i, spans = plans[i]
+            for t, s in enumerate(spans):
+                if s is None:
+                    continue
+                # the first token the LM would write otherwise, the one after the number included
+                # (where the LM would write more digits, its number is longer than the written one)
+                j = next((p for p in range(s[0], min(s[1] + 1, len(ids_i))) if row[p - 1] != ids_i[p]), None)
+                if j is not None:
+                    redo.append((i, t, ids_i[:j], s[1] - j + 4))
+    for k in tqdm(range(0, len(redo), 4 * batch_size), desc="reading slips", disable=not progress, unit="batch"):
+        chunk = redo[k:k + 4 * batch_size]
+        new = generate(lm, [p for _, _, p, _ in chunk], max_new_tokens=max(n for *_, n in chunk), stop_ids=[])
+        for (i, t, prefix, _), gen in zip(chunk, new):
+            start = plans[i][1][t][0]
+            text = tok.decode(prefix[start:] + gen)
+            m = re.match(r"\s*(-?\d+(?:\.\d+)?)", text)
+            out[i][t] = m.group(1) if m else None
+    return out
+
+
 def add_marker_targets(tok, examples: list, records: list[dict], marker_target, tokens: str = "last") -> None:
     """Set each example's marker_targets: per step (split_steps of the trajectory, as the layout
-    splits it), [the last token] (tokens="last") or every token (tokens="all") of
-    marker_target(step), or [] where it gives none."""
+    splits it), [the last token] (tokens="last") or every token (tokens="all") of the step's
+    target result, or [] where there is none. The target is the record's `marker_results[t]`
+    where the record carries them (lm_step_results), else marker_target(step)."""
     if tokens not in ("last", "all"):
         raise RfprmError(f"marker tokens must be 'last' or 'all', got {tokens!r}")
     for e, r in zip(examples, records):
-        out = []
-        for step in split_steps(r["trajectory"]):
-            result = marker_target(step)
+        out, given = [], r.get("marker_results")
+        for t, step in enumerate(split_steps(r["trajectory"])):
+            result = (given[t] if t < len(given) else None) if given is not None else marker_target(step)
             ids = tok.encode(result) if result else []
             out.append(ids[-1:] if tokens == "last" else ids)
         e.marker_targets = out + [[]] * (len(e.step_positions) - len(out))   # qwen's response step
@@ -224,7 +299,7 @@ def train_prm_model(init_lm, tok, labelled: list[dict], spec: PRMTrainSpec, layo
         if not init_lm.cfg.tie_word_embeddings:
             raise RfprmError("marker_aux needs a model with tied embeddings (the PRM keeps no lm_head); "
                              "set marker_aux=0")
-        if marker_target is None:
+        if marker_target is None and not all("marker_results" in r for r in labelled):
             raise RfprmError("marker_aux > 0 needs a marker_target function (step text -> its correct result: a "
                              "task's step_result; the built-in world has one, --data has none): set marker_aux=0")
         add_marker_targets(prm.tok, examples, labelled, marker_target, spec.marker_tokens)

@@ -1,5 +1,6 @@
 """train_prm.py end to end in miniature, the evaluation metrics, and bad input."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -371,3 +372,49 @@ def test_marker_aux_needs_a_target_function_and_tied_embeddings(quick_policy):
     lm.cfg = lm.cfg.replace(tie_word_embeddings=False)
     with pytest.raises(RfprmError, match="marker_aux needs a model with tied embeddings"):
         train_prm_model(lm, tok, recs, spec, marker_target=lambda step: "10")
+
+
+def test_lm_step_results_read_what_the_model_writes():
+    """lm_step_results (marker_source="model"): each step's reading is the number the LM writes
+    greedily after the text before the step's result, as the plain reference (generate_ref on that
+    prefix) writes it, on the shipped policy and world traces with slips; add_marker_targets then
+    takes the readings instead of the task's step_result."""
+    from rfprm import world
+    from rfprm.answers import format_trace
+    from rfprm.generate import generate_ref
+    from rfprm.prm import PRM
+    from rfprm.prm_layout import prm_examples
+    from rfprm.prm_train import add_marker_targets, lm_step_results
+    from rfprm.steps import split_steps
+    lm, tok = rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy")
+    recs = [r for r in world.make_traces(60, 5) if r["teacher"] in ("sloppy", "clean", "lucky")][:12]
+    recs.append({"problem": "Compute 2 * (6 * (20 - 7)).", "response": "so the answer is \\boxed{156}",
+                 "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 88.\n\nLet me check.\n\nThen 2 * 88 = 176."})
+    recs.append({**recs[-1], "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 7."})   # cut short
+    got = lm_step_results(lm, tok, recs, batch_size=5, progress=False)
+    agree = differ = 0
+    for r, readings in zip(recs, got):
+        prompt = tok.chat([{"role": "user", "content": r["problem"]}], add_generation_prompt=True)
+        body, pos = format_trace(r["trajectory"], r["response"]), 0
+        steps = split_steps(r["trajectory"])
+        assert len(readings) == len(steps)
+        for step, reading in zip(steps, readings):
+            at = body.index(step, pos)
+            pos = at + len(step)
+            m = list(re.finditer(r"=\s*(-?\d+)", step))
+            if not m:
+                assert reading is None
+                continue
+            written = m[-1].group(1)
+            new = generate_ref(lm, [prompt + tok.encode(body[:at + m[-1].start(1)])],
+                               max_new_tokens=len(tok.encode(written)) + 3, stop_ids=[])[0]
+            assert reading == re.match(r"\s*(-?\d+)", tok.decode(new)).group(1), step
+            agree += reading == written
+            differ += reading != written
+    assert agree >= 10 and differ >= 1                # both paths: read as written, and a slip read anew
+    assert got[-2][:3] == ["13", "78", None]          # the LM reads the slip 6 * 13 = 88 as 78
+    assert got[-1] == ["13", "78"]                    # and 6 * 13 = 7 too: it writes more digits than that
+    prm = PRM.from_lm(lm, tok)
+    examples = prm_examples(prm.tok, recs[-2:-1], "rfprm", prm.max_len)
+    add_marker_targets(prm.tok, examples, [{**recs[-2], "marker_results": got[-2]}], None, "all")
+    assert examples[0].marker_targets[:3] == [tok.encode("13"), tok.encode("78"), []]
