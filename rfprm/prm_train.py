@@ -27,8 +27,8 @@ With `marker_tokens="all"` the marker names every token of the correct result in
 cross-entropy term per token, all averaged, so the marker's distribution spreads over the
 result's tokens as a bag): a slip in a leading digit then also differs from what the marker
 holds. The correct result is an oracle of the built-in world; `lm_step_results` gives a target
-that needs none: the start model's own reading of each step's result (what it writes greedily
-there, in context), which agrees with the world's arithmetic on most steps of tiny-policy.
+that needs none: the start model's own reading of each step's result in context (where it
+would write another digit, that digit), which agrees with the world's arithmetic on most steps.
 """
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ from tqdm import tqdm
 from . import distributed
 from .answers import format_trace
 from .errors import RfprmError
-from .generate import generate
 from .evaluate import by_group, choose_threshold, evaluate_scores
 from .kernels import linear_cross_entropy
 from .memory import RunSettings
@@ -153,19 +152,21 @@ def make_loss(spec: PRMTrainSpec):
 
 
 _RESULT = re.compile(r"=\s*(-?\d+(?:\.\d+)?)")   # a step's written result: the number after an "="
+_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
 
 
 @torch.no_grad()
-def lm_step_results(lm, tok, records: list[dict], batch_size: int = 16, progress: bool = True) -> list[list]:
-    """The LM's own reading of each thinking step's result: the number it writes greedily after
-    the trace's text before that result (the number after the step's last "="), in the policy's
-    own format (the chat prompt, then thinking and response). It is the marker target that needs
-    no oracle (PRMRecipe.marker_source="model"): a step the LM agrees with reads as written, a
-    slip reads as what the LM would have written.
-    One teacher-forced pass over each trace finds, per result, the first token the LM would write
-    otherwise (the token after the number included); only there does it generate, from that
-    point, up to 3 tokens more than the written number has.
-    -> per record, per step, the reading (str) or None (no "=" and number in the step)."""
+def lm_step_results(lm, tok, records: list[dict], batch_size: int = 64, progress: bool = True) -> list[list]:
+    """The LM's own reading of each thinking step's result (the number after the step's last
+    "="): the marker target that needs no oracle (PRMRecipe.marker_source="model"). One
+    teacher-forced pass over each trace, in the policy's own format (the chat prompt, then
+    thinking and response), gives the LM's greedy next token at every position. Along the written
+    result (and the token after it), at the first token where the LM would write another, the
+    reading is the written tokens before it plus the LM's token there, read as a number; where it
+    would write none other, the written result. A step the LM agrees with reads as written; a
+    slip reads as the digit where the LM parts from it (`6 * 13 = 88` reads "7", `= 7.` "78").
+    -> per record, per step, the reading (str), or None (no "=" and number in the step, or the
+    LM would write no number there)."""
     lm.eval()
     plans = []                                    # (ids, [(first token, last token + 1) or None per step])
     for r in records:
@@ -186,11 +187,11 @@ def lm_step_results(lm, tok, records: list[dict], batch_size: int = 16, progress
             first = bisect.bisect_right(ends, b0)          # the token holding the result's first byte
             last = bisect.bisect_left(ends, b1) + 1        # one past the token holding its last
             spans.append((len(prompt) + first, len(prompt) + last))
-        plans.append((prompt + ids, spans))
-    out = [[None if s is None else tok.decode(ids[s[0]:s[1]]).strip() for s in spans] for ids, spans in plans]
-    device = next(lm.parameters()).device
+        cut = max((s[1] + 1 for s in spans if s is not None), default=len(prompt) + 1)
+        plans.append(((prompt + ids)[:cut], spans))      # nothing after the last result is read
+    out: list[list] = [[] for _ in records]
     order = sorted(range(len(records)), key=lambda i: len(plans[i][0]))
-    redo = []                                     # (record, step, prefix up to the first disagreement, tokens left)
+    device = next(lm.parameters()).device
     for k in tqdm(range(0, len(order), batch_size), desc="reading step results", disable=not progress,
                   unit="batch"):
         rows = order[k:k + batch_size]
@@ -199,22 +200,15 @@ def lm_step_results(lm, tok, records: list[dict], batch_size: int = 16, progress
         pred = lm(ids).argmax(-1).tolist()               # right padding: causal rows are unaffected
         for row, i in zip(pred, rows):
             ids_i, spans = plans[i]
-            for t, s in enumerate(spans):
+            for s in spans:
                 if s is None:
+                    out[i].append(None)
                     continue
-                # the first token the LM would write otherwise, the one after the number included
-                # (where the LM would write more digits, its number is longer than the written one)
-                j = next((p for p in range(s[0], min(s[1] + 1, len(ids_i))) if row[p - 1] != ids_i[p]), None)
-                if j is not None:
-                    redo.append((i, t, ids_i[:j], s[1] - j + 4))
-    for k in tqdm(range(0, len(redo), 4 * batch_size), desc="reading slips", disable=not progress, unit="batch"):
-        chunk = redo[k:k + 4 * batch_size]
-        new = generate(lm, [p for _, _, p, _ in chunk], max_new_tokens=max(n for *_, n in chunk), stop_ids=[])
-        for (i, t, prefix, _), gen in zip(chunk, new):
-            start = plans[i][1][t][0]
-            text = tok.decode(prefix[start:] + gen)
-            m = re.match(r"\s*(-?\d+(?:\.\d+)?)", text)
-            out[i][t] = m.group(1) if m else None
+                end = min(s[1] + 1, len(ids_i))            # the token after the number too
+                j = next((p for p in range(s[0], end) if row[p - 1] != ids_i[p]), end)
+                text = tok.decode(ids_i[s[0]:j] + ([row[j - 1]] if j < end else []))
+                m = _NUMBER.match(text)
+                out[i].append(m.group(1) if m else None)
     return out
 
 

@@ -374,11 +374,12 @@ def test_marker_aux_needs_a_target_function_and_tied_embeddings(quick_policy):
         train_prm_model(lm, tok, recs, spec, marker_target=lambda step: "10")
 
 
-def test_lm_step_results_read_what_the_model_writes():
-    """lm_step_results (marker_source="model"): each step's reading is the number the LM writes
-    greedily after the text before the step's result, as the plain reference (generate_ref on that
-    prefix) writes it, on the shipped policy and world traces with slips; add_marker_targets then
-    takes the readings instead of the task's step_result."""
+def test_lm_step_results_read_where_the_model_parts_from_the_written_result():
+    """lm_step_results (marker_source="model"), against a plain reference: along each step's
+    written result and the token after it, the LM's greedy next token from the text before
+    (generate_ref, one token); at the first it would write otherwise, the reading is the written
+    part plus that token; on the shipped policy and world traces with slips. add_marker_targets
+    then takes the readings instead of the task's step_result."""
     from rfprm import world
     from rfprm.answers import format_trace
     from rfprm.generate import generate_ref
@@ -387,10 +388,10 @@ def test_lm_step_results_read_what_the_model_writes():
     from rfprm.prm_train import add_marker_targets, lm_step_results
     from rfprm.steps import split_steps
     lm, tok = rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy")
-    recs = [r for r in world.make_traces(60, 5) if r["teacher"] in ("sloppy", "clean", "lucky")][:12]
-    recs.append({"problem": "Compute 2 * (6 * (20 - 7)).", "response": "so the answer is \\boxed{156}",
-                 "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 88.\n\nLet me check.\n\nThen 2 * 88 = 176."})
-    recs.append({**recs[-1], "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 7."})   # cut short
+    recs = [r for r in world.make_traces(60, 5) if r["teacher"] in ("sloppy", "clean", "lucky")][:10]
+    slip = {"problem": "Compute 2 * (6 * (20 - 7)).", "response": "so the answer is \\boxed{156}",
+            "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 88.\n\nLet me check.\n\nThen 2 * 88 = 176."}
+    recs += [slip, {**slip, "trajectory": "First, 20 - 7 = 13.\n\nThen 6 * 13 = 7."}]   # a result cut short
     got = lm_step_results(lm, tok, recs, batch_size=5, progress=False)
     agree = differ = 0
     for r, readings in zip(recs, got):
@@ -406,15 +407,22 @@ def test_lm_step_results_read_what_the_model_writes():
                 assert reading is None
                 continue
             written = m[-1].group(1)
-            new = generate_ref(lm, [prompt + tok.encode(body[:at + m[-1].start(1)])],
-                               max_new_tokens=len(tok.encode(written)) + 3, stop_ids=[])[0]
-            assert reading == re.match(r"\s*(-?\d+)", tok.decode(new)).group(1), step
+            head, tail = prompt + tok.encode(body[:at + m[-1].start(1)]), tok.encode(body[at + m[-1].start(1):])
+            n = len(tok.encode(written)) + 1              # the result's tokens and the one after
+            for k in range(n):
+                nxt = generate_ref(lm, [head + tail[:k]], max_new_tokens=1, stop_ids=[])[0][0]
+                if nxt != tail[k]:
+                    want = re.match(r"\s*(-?\d+)", tok.decode(tail[:k] + [nxt]))
+                    break
+            else:
+                want = re.match(r"\s*(-?\d+)", written)
+            assert reading == (want.group(1) if want else None), step
             agree += reading == written
             differ += reading != written
-    assert agree >= 10 and differ >= 1                # both paths: read as written, and a slip read anew
-    assert got[-2][:3] == ["13", "78", None]          # the LM reads the slip 6 * 13 = 88 as 78
-    assert got[-1] == ["13", "78"]                    # and 6 * 13 = 7 too: it writes more digits than that
+    assert agree >= 10 and differ >= 2                # both: read as written, and a slip read anew
+    assert got[-2][:3] == ["13", "7", None]           # the LM parts from 6 * 13 = 88 at its first digit
+    assert got[-1] == ["13", "78"]                    # and from 6 * 13 = 7 after it: it writes 78
     prm = PRM.from_lm(lm, tok)
-    examples = prm_examples(prm.tok, recs[-2:-1], "rfprm", prm.max_len)
-    add_marker_targets(prm.tok, examples, [{**recs[-2], "marker_results": got[-2]}], None, "all")
-    assert examples[0].marker_targets[:3] == [tok.encode("13"), tok.encode("78"), []]
+    examples = prm_examples(prm.tok, [slip], "rfprm", prm.max_len)
+    add_marker_targets(prm.tok, examples, [{**slip, "marker_results": got[-2]}], None, "all")
+    assert examples[0].marker_targets[:3] == [tok.encode("13"), tok.encode("7"), []]
