@@ -42,10 +42,10 @@ from rfprm.data import read_records, write_records
 from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, resolve_path
 from rfprm.labels import llm_labeller, sample_traces
 from rfprm.prm_layout import STEP_TAG
-from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, label_options, late_verifier_note, parse_variants,
+from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, label_options, late_verifier_note, marker_targets,
+                              parse_variants,
                               quick, train_variants)
-from rfprm.prm_train import (format_results, hide_eval_fields, keep_layers, lm_step_results, lora_depth,
-                             training_memory)
+from rfprm.prm_train import format_results, hide_eval_fields, keep_layers, lora_depth, training_memory
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import MAX_NEW_TOKENS, TASK as WORLD, fresh_problems, trace_splits, world_labeller
@@ -131,28 +131,6 @@ def label(records: list[dict], args, work: Path, name: str) -> list[dict]:
     return labelled
 
 
-def with_lm_readings(labelled: list[dict], args, init_dir: Path, work: Path) -> list[dict]:
-    """The training records, each with its marker_results: the whole start model's reading of
-    each step's result (prm_train.lm_step_results), computed once per work directory."""
-    path = work / "marker_results_train.json"
-    readings = None
-    if args.resume and path.exists():
-        readings = json.loads(path.read_text())
-        if len(readings) != len(labelled):
-            raise RfprmError(f"{path}: {len(readings)} readings for {len(labelled)} training traces; "
-                             f"delete it to read them again")
-    elif distributed.is_main():
-        readings = lm_step_results(load_model(init_dir, device=args.device), load_tokenizer(init_dir), labelled)
-        with atomic_file(path) as f:
-            json.dump(readings, f)
-    if readings is None:                 # torchrun: rank 0 reads, the others load its file
-        distributed.barrier()
-        readings = json.loads(path.read_text())
-    else:
-        distributed.barrier()
-    return [{**r, "marker_results": m} for r, m in zip(labelled, readings)]
-
-
 def policy_traces(args, work: Path, used: frozenset) -> list[dict]:
     """The policy's own labelled traces on policy_problems fresh world problems (none of the
     trace splits' or the reserved ones), sampled as bon.py samples them."""
@@ -213,9 +191,8 @@ def run(args):
               + ("" if own else " (none parsed as <think>...</think> traces)"))
         labelled = labelled + own * r.policy_repeat
 
-    marker_target = task.step_result
-    if r.marker_aux and r.marker_source == "model":   # the start model's own reading, no oracle
-        labelled, marker_target = with_lm_readings(labelled, args, init_dir, work), None
+    labelled, marker_target = marker_targets(labelled, r, task.step_result, init_dir, work, args.resume,
+                                             args.device)
 
     # ---- train, evaluate, report (files and tables from rank 0 only) ----
     options = dict(grad_accum=args.grad_accum, lora=lora, lora_base=str(init_dir))

@@ -36,15 +36,19 @@ a run trains and with what, as train_prm.py runs it:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import RfprmError
-from .prm_train import (PRMTrainSpec, evaluate_prm, hide_eval_fields, load_trained_prm, outcome_targets,
-                        save_trained_prm, train_prm_model)
+from . import distributed
+from .checkpoint import load_model
+from .errors import RfprmError, atomic_file
+from .prm_train import (PRMTrainSpec, evaluate_prm, hide_eval_fields, lm_step_results, load_trained_prm,
+                        outcome_targets, save_trained_prm, train_prm_model)
+from .tokenizer import load_tokenizer
 from .steps import align_pairs, join_steps, split_steps
 
 VARIANTS = ("reasonflux", "step-only", "outcome", "response-only")
@@ -291,6 +295,31 @@ def stage_plan(variant: str, r: PRMRecipe, labelled: list[dict], first_records: 
                              "(rollout_traces is 0, or the labels have none); use second_stage_traces=all")
     return [first, (second, replace(final, steps=r.second_stage_steps, lr=r.second_stage_lr,
                                     freeze_backbone=r.second_stage_head_only), False)]
+
+
+def marker_targets(labelled: list[dict], r: PRMRecipe, step_result, reader, work: Path, resume: bool = False,
+                   device: str = "cpu") -> tuple[list[dict], object]:
+    """What the marker auxiliary names, as (training records, marker_target) for train_variants.
+    marker_source="task": the records as they are and the task's `step_result` (in the built-in
+    world its arithmetic: an oracle). "model": no oracle; each record gets its marker_results,
+    the whole `reader` model's reading of each step's result (prm_train.lm_step_results; the start
+    model, before any layer is cut), read once per work directory (work/marker_results_train.json)."""
+    if not r.marker_aux or r.marker_source == "task":
+        return labelled, step_result
+    path = Path(work) / "marker_results_train.json"
+    if resume and path.exists():
+        readings = json.loads(path.read_text())
+        if len(readings) != len(labelled):
+            raise RfprmError(f"{path}: {len(readings)} readings for {len(labelled)} training traces; "
+                             f"delete it to read them again")
+    else:
+        if distributed.is_main():        # torchrun: rank 0 reads, the others load its file
+            readings = lm_step_results(load_model(reader, device=device), load_tokenizer(reader), labelled)
+            with atomic_file(path) as f:
+                json.dump(readings, f)
+        distributed.barrier()
+        readings = json.loads(path.read_text())
+    return [{**x, "marker_results": m} for x, m in zip(labelled, readings)], None
 
 
 def progress_eval(every: int, val: list[dict], test: list[dict], name: str, steps: int):

@@ -139,6 +139,7 @@ def test_first_stage_targets_and_the_fused_recipe(quick_policy, tmp_path):
     (["--set", "policy_problems=5,policy_repeat=0"], "policy_repeat must be >= 1"),
     (["--set", "policy_repeat=2"], "it needs policy_problems"),
     (["--set", "marker_aux=-1"], "marker_aux must be >= 0"),
+    (["--set", "marker_source=oracle"], "marker_source must be one of task, model"),
     (["--set", "alpha=inf"], "alpha must be a finite number"),
     (["--set", "layout=bogus"], "layout must be one of"),
     (["--set", "steps=many"], "--set steps=many: expected int"),
@@ -426,3 +427,32 @@ def test_lm_step_results_read_where_the_model_parts_from_the_written_result():
     examples = prm_examples(prm.tok, [slip], "rfprm", prm.max_len)
     add_marker_targets(prm.tok, examples, [{**slip, "marker_results": got[-2]}], None, "all")
     assert examples[0].marker_targets[:3] == [tok.encode("13"), tok.encode("7"), []]
+
+
+def test_marker_targets_by_source(tmp_path):
+    """marker_targets: marker_source "task" keeps the records and names the task's step_result;
+    "model" attaches the whole reader's readings (read once: a rerun reads the file) and names
+    none; a readings file of another length is refused in one line."""
+    from dataclasses import replace
+    from rfprm import world
+    from rfprm.errors import RfprmError
+    from rfprm.prm_recipe import PRESETS, marker_targets
+    from rfprm.prm_train import lm_step_results
+    recs = world.make_traces(6, 3)
+    r = PRESETS["world"]
+    same, target = marker_targets(recs, r, world.step_result, "tiny-policy", tmp_path)
+    assert same is recs and target is world.step_result
+    off, target = marker_targets(recs, replace(r, marker_aux=0.0, marker_source="model"), world.step_result,
+                                 "tiny-policy", tmp_path)
+    assert off is recs and not (tmp_path / "marker_results_train.json").exists()
+    model = replace(r, marker_source="model")
+    got, target = marker_targets(recs, model, world.step_result, "tiny-policy", tmp_path)
+    want = lm_step_results(rfprm.load_model("tiny-policy"), rfprm.load_tokenizer("tiny-policy"), recs,
+                           progress=False)
+    assert target is None and [x["marker_results"] for x in got] == want
+    assert [{k: v for k, v in x.items() if k != "marker_results"} for x in got] == recs
+    (tmp_path / "marker_results_train.json").write_text(json.dumps([["1"]] * len(recs)))
+    again, _ = marker_targets(recs, model, world.step_result, "tiny-policy", tmp_path, resume=True)
+    assert [x["marker_results"] for x in again] == [["1"]] * len(recs)      # read from the file
+    with pytest.raises(RfprmError, match="6 readings for 5 training traces"):
+        marker_targets(recs[:5], model, world.step_result, "tiny-policy", tmp_path, resume=True)

@@ -209,7 +209,7 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     Best-of-16 on fresh validation problems. -> (the PRM's directory, its evaluation)."""
     from ..labels import sample_traces
     from ..prm_layout import STEP_TAG
-    from ..prm_recipe import PRESETS, check_recipe, label_options, quick as quick_recipe, train_variants
+    from ..prm_recipe import PRESETS, check_recipe, label_options, marker_targets, quick as quick_recipe, train_variants
     from ..prm_train import hide_eval_fields, keep_layers
     from ..data import read_records, write_records
     from .task import fresh_problems
@@ -244,12 +244,13 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
             traces = [t for t in traces if STEP_TAG not in t["trajectory"] + t["response"]]
         own = labelled_once("policy", traces)
         labelled = labelled + own * r.policy_repeat
+    labelled, marker_target = marker_targets(labelled, r, TASK.step_result, policy_dir, work, resume=True)
     lm = load_model(policy_dir)
     if r.prm_layers:
         keep_layers(lm, r.prm_layers)
     with atomic_dir(out) as tmp:
         results, _ = train_variants(lm, tok, labelled, r, ["reasonflux"], work, out=tmp, val=val, test=test,
-                                    seed=seed, resume=True, marker_target=TASK.step_result,
+                                    seed=seed, resume=True, marker_target=marker_target,
                                     is_correct=TASK.is_correct)
         res = results["reasonflux"]
         alpha, table = choose_alpha(tmp, policy_dir, problems[r.policy_problems:], 4 if quick else ALPHA_SAMPLES,
