@@ -29,6 +29,10 @@ Evaluation needs `first_error` in --val-data and --test-data.
 Label parts, each chosen on its own: `--set encoder=ngram|DIR` (Φ), --judge / --expert (--data) or
 `--set world_judge=noisy|oracle` (the world's LLM-like judge; `oracle` is its exact one, which no
 real user has), and `--set tau=,n_negatives=,fusion_temperature=`.
+
+The first stage's marker auxiliary names, at each step's marker, the start model's own reading of
+the step's result (`--set marker_source=model`, the world preset's; it works with --data too);
+`--set marker_source=task` names the world's arithmetic instead, an oracle no real user has.
 """
 from __future__ import annotations
 
