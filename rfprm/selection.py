@@ -323,31 +323,10 @@ def student_examples(tok, records: list[dict], task: Task = TEXT_TASK) -> list[t
             for r in records]
 
 
-def plain_tensors(model) -> None:
-    """Replace the tensors of `model` made under inference_mode with plain copies (the same
-    values): a student that answered has some (decoding fuses its projection weights into one new
-    buffer and grows the RoPE tables), and backward cannot save them for the next student."""
-    for p in model.parameters():
-        if p.is_inference():
-            p.data = p.data.clone()
-    rope = model.model.rope
-    if rope.cos is not None and rope.cos.is_inference():
-        rope.cos, rope.sin = rope.cos.clone(), rope.sin.clone()
-
-
 def train_student(base, tok, records: list[dict], spec: StudentSpec, seed: int, desc: str = "student",
-                  task: Task = TEXT_TASK, into=None):
-    """A fresh copy of `base` fine-tuned on `records` (the base itself is left untouched).
-    `into`: a copy of `base` made once (`copy.deepcopy(base)`) to train instead of a new copy, its
-    weights first reset to base's. torch.compile keys its graphs on the module, so students trained
-    in one `into` compile once instead of once each (about 10 s a student on two cores). LoRA
-    students change the module's layers and always get a fresh copy."""
-    if into is not None and spec.lora is None:
-        plain_tensors(into)
-        into.load_state_dict(base.state_dict())            # in place: base's values
-        model = into
-    else:
-        model = copy.deepcopy(base)
+                  task: Task = TEXT_TASK):
+    """A fresh copy of `base` fine-tuned on `records` (the base itself is left untouched)."""
+    model = copy.deepcopy(base)
     micro, grad_accum = distributed.micro_batches(spec.batch_size, spec.grad_accum, "student examples")
     cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=min(spec.warmup, spec.steps // 10),
                       log_every=min(10, spec.steps), bf16=spec.bf16, grad_accum=grad_accum)
@@ -377,10 +356,9 @@ def accuracy(model, tok, problems: list[tuple[str, str]], spec: StudentSpec, tas
 
 
 def student_accuracy(base, tok, records: list[dict], problems: list[tuple[str, str]], spec: StudentSpec,
-                     seed: int, desc: str = "student", task: Task = TEXT_TASK, into=None) -> float:
-    """Train a student on `records` from `base` (in `into`, as train_student), return its held-out
-    accuracy (a fraction)."""
-    model = train_student(base, tok, records, spec, seed, desc, task, into)
+                     seed: int, desc: str = "student", task: Task = TEXT_TASK) -> float:
+    """Train a student on `records` from `base`, return its held-out accuracy (a fraction)."""
+    model = train_student(base, tok, records, spec, seed, desc, task)
     try:
         return accuracy(model, tok, problems, spec, task)
     finally:
@@ -418,7 +396,6 @@ def compare_students(base, tok, pool: list[dict], problems: list[tuple[str, str]
     runs += [(f"reasonflux α={a:g}", "reasonflux", a) for a in alpha_sweep
              if not (a == alpha and "reasonflux" in methods)]
     results, notes, n_done = {}, {}, 0
-    slot = copy.deepcopy(base)          # every student trains in it: torch.compile compiles once
     for name, method, a in runs:
         accs = []
         for seed in seeds:
@@ -429,7 +406,7 @@ def compare_students(base, tok, pool: list[dict], problems: list[tuple[str, str]
             n_done += 1
             tqdm.write(f"[{n_done}/{len(runs) * len(seeds)}] student: {name}, seed {seed}")
             accs.append(student_accuracy(base, tok, [pool[i] for i in chosen.indices], problems, spec,
-                                         seed, desc=f"{name} s{seed}", task=task, into=slot))
+                                         seed, desc=f"{name} s{seed}", task=task))
         results[name] = summarize(accs)
     for a in alpha_sweep:  # the main α's students stand for its sweep entry
         if a == alpha and "reasonflux" in results:
