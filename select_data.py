@@ -4,7 +4,7 @@ With no arguments it runs on the built-in world (CPU, a minute): a pool of mixed
 is scored by `tiny-prm`, ranked by mean step score + α · trajectory score, and the top k are
 written as JSONL. With --sft it also fine-tunes students from `tiny-base` on k traces chosen by
 each method -- random, outcome filter, step-only PRM, ReasonFlux -- and reports their held-out
-accuracy over several seeds (a default --sft run, 12 students: 640 s on two CPU cores).
+accuracy over several seeds (a default --sft run, 12 students: 540-640 s on two CPU cores).
 
     python select_data.py                                 # select from the built-in pool
     python select_data.py --sft --json runs/select.json   # the student comparison
