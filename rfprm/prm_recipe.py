@@ -83,7 +83,7 @@ class PRMRecipe:
     lambda_step: float = 1.0
     first_stage_targets: str | None = None  # "quality" | "fused"; None: quality when the labels carry it
     lm_aux: float = 0.5           # auxiliary LM loss on sound traces (0: off)
-    marker_aux: float = 0.0       # marker auxiliary of stage 1 (needs the task's step_result; 0: off)
+    marker_aux: float = 0.0       # marker auxiliary of stage 1 (0: off; its target: marker_source)
     marker_tokens: str = "last"   # the marker names the result's "last" token or "all" of them
     marker_source: str = "task"   # the marker's result: "task" (the task's step_result; in the world its
                                   # arithmetic, an oracle) or "model" (the start model's own reading)
@@ -117,7 +117,7 @@ PRESETS = {
     # the policy's own samples (a PRM that scores the policy's answers must have seen their mistakes,
     # labelled the same way: the noisy judge, Φ, the trajectory reward); its α is then chosen for
     # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py). Its marker still names
-    # the world's arithmetic (marker_source="task", an oracle): the shipped files were built so
+    # the world's arithmetic (marker_source="task", an oracle), as when the shipped files were built
     "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, marker_tokens="all", policy_problems=2000, policy_repeat=2,
                           steps=3000),
 }

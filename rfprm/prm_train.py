@@ -153,6 +153,7 @@ def make_loss(spec: PRMTrainSpec):
 
 _RESULT = re.compile(r"=\s*(-?\d+(?:\.\d+)?)")   # a step's written result: the number after an "="
 _NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
+LOGIT_BUDGET = 2**28   # logits one batch of lm_step_results may hold (float32: 1 GiB)
 
 
 @torch.no_grad()
@@ -192,9 +193,15 @@ def lm_step_results(lm, tok, records: list[dict], batch_size: int = 64, progress
     out: list[list] = [[] for _ in records]
     order = sorted(range(len(records)), key=lambda i: len(plans[i][0]))
     device = next(lm.parameters()).device
-    for k in tqdm(range(0, len(order), batch_size), desc="reading step results", disable=not progress,
-                  unit="batch"):
-        rows = order[k:k + batch_size]
+    batches, k = [], 0                            # up to batch_size rows, and ~2^28 logits (1 GiB) at most
+    while k < len(order):
+        n = 1
+        while (n < batch_size and k + n < len(order)
+               and (n + 1) * len(plans[order[k + n]][0]) * lm.cfg.vocab_size <= LOGIT_BUDGET):
+            n += 1
+        batches.append(order[k:k + n])
+        k += n
+    for rows in tqdm(batches, desc="reading step results", disable=not progress, unit="batch"):
         width = max(len(plans[i][0]) for i in rows)
         ids = torch.tensor([plans[i][0] + [0] * (width - len(plans[i][0])) for i in rows], device=device)
         pred = lm(ids).argmax(-1).tolist()               # right padding: causal rows are unaffected

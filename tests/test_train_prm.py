@@ -375,7 +375,7 @@ def test_marker_aux_needs_a_target_function_and_tied_embeddings(quick_policy):
         train_prm_model(lm, tok, recs, spec, marker_target=lambda step: "10")
 
 
-def test_lm_step_results_read_where_the_model_parts_from_the_written_result():
+def test_lm_step_results_read_where_the_model_parts_from_the_written_result(monkeypatch):
     """lm_step_results (marker_source="model"), against a plain reference: along each step's
     written result and the token after it, the LM's greedy next token from the text before
     (generate_ref, one token); at the first it would write otherwise, the reading is the written
@@ -423,6 +423,8 @@ def test_lm_step_results_read_where_the_model_parts_from_the_written_result():
     assert agree >= 10 and differ >= 2                # both: read as written, and a slip read anew
     assert got[-2][:3] == ["13", "7", None]           # the LM parts from 6 * 13 = 88 at its first digit
     assert got[-1] == ["13", "78"]                    # and from 6 * 13 = 7 after it: it writes 78
+    monkeypatch.setattr("rfprm.prm_train.LOGIT_BUDGET", 1)   # one row a batch: a big vocabulary's batches
+    assert lm_step_results(lm, tok, recs, batch_size=5, progress=False) == got
     prm = PRM.from_lm(lm, tok)
     examples = prm_examples(prm.tok, [slip], "rfprm", prm.max_len)
     add_marker_targets(prm.tok, examples, [{**slip, "marker_results": got[-2]}], None, "all")
@@ -440,7 +442,9 @@ def test_marker_targets_by_source(tmp_path):
     from rfprm.prm_train import lm_step_results
     recs = world.make_traces(6, 3)
     r = PRESETS["world"]
-    same, target = marker_targets(recs, r, world.step_result, "tiny-policy", tmp_path)
+    assert r.marker_aux > 0 and r.marker_source == "model"             # the default needs no oracle
+    same, target = marker_targets(recs, replace(r, marker_source="task"), world.step_result, "tiny-policy",
+                                  tmp_path)
     assert same is recs and target is world.step_result
     off, target = marker_targets(recs, replace(r, marker_aux=0.0, marker_source="model"), world.step_result,
                                  "tiny-policy", tmp_path)

@@ -209,7 +209,8 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     Best-of-16 on fresh validation problems. -> (the PRM's directory, its evaluation)."""
     from ..labels import sample_traces
     from ..prm_layout import STEP_TAG
-    from ..prm_recipe import PRESETS, check_recipe, label_options, marker_targets, quick as quick_recipe, train_variants
+    from ..prm_recipe import (PRESETS, check_recipe, label_options, marker_targets, quick as quick_recipe,
+                              train_variants)
     from ..prm_train import hide_eval_fields, keep_layers
     from ..data import read_records, write_records
     from .task import fresh_problems
