@@ -28,11 +28,8 @@ Evaluation needs `first_error` in --val-data and --test-data.
 
 Label parts, each chosen on its own: `--set encoder=ngram|DIR` (Φ), --judge / --expert (--data) or
 `--set world_judge=noisy|oracle` (the world's LLM-like judge; `oracle` is its exact one, which no
-real user has), and `--set tau=,n_negatives=,fusion_temperature=`.
-
-The first stage's marker auxiliary names, at each step's marker, the start model's own reading of
-the step's result (`--set marker_source=model`, the world preset's; it works with --data too);
-`--set marker_source=task` names the world's arithmetic instead, an oracle no real user has.
+real user has), and `--set tau=,n_negatives=,fusion_temperature=`. The marker auxiliary names the
+model's own reading of each result (`marker_source=model`); `task`: the world's arithmetic, an oracle.
 """
 from __future__ import annotations
 
@@ -47,8 +44,7 @@ from rfprm.errors import RfprmError, atomic_file, check_writable, cli_main, reso
 from rfprm.labels import llm_labeller, sample_traces
 from rfprm.prm_layout import STEP_TAG
 from rfprm.prm_recipe import (PRESETS, check_recipe, check_sources, label_options, late_verifier_note, marker_targets,
-                              parse_variants,
-                              quick, train_variants)
+                              parse_variants, quick, train_variants)
 from rfprm.prm_train import format_results, hide_eval_fields, keep_layers, lora_depth, training_memory
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
@@ -195,8 +191,7 @@ def run(args):
               + ("" if own else " (none parsed as <think>...</think> traces)"))
         labelled = labelled + own * r.policy_repeat
 
-    labelled, marker_target = marker_targets(labelled, r, task.step_result, init_dir, work, args.resume,
-                                             args.device)
+    labelled, marker_target = marker_targets(labelled, r, task.step_result, init_dir, work, args.resume, args.device)
 
     # ---- train, evaluate, report (files and tables from rank 0 only) ----
     options = dict(grad_accum=args.grad_accum, lora=lora, lora_base=str(init_dir))
