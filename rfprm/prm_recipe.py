@@ -116,10 +116,10 @@ PRESETS = {
     # the shipped tiny-prm (python -m rfprm.recipes tiny-prm): the world recipe, longer, and also on
     # the policy's own samples (a PRM that scores the policy's answers must have seen their mistakes,
     # labelled the same way: the noisy judge, Φ, the trajectory reward); its α is then chosen for
-    # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py). Its marker still names
-    # the world's arithmetic (marker_source="task", an oracle), as when the shipped files were built
-    "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, marker_tokens="all", policy_problems=2000, policy_repeat=2,
-                          steps=3000),
+    # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py). Like the world
+    # preset, its marker names the policy's own reading of each step's result (no oracle)
+    "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, marker_tokens="all", marker_source="model",
+                          policy_problems=2000, policy_repeat=2, steps=3000),
 }
 
 

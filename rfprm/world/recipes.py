@@ -54,6 +54,8 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 TEMPLATE_SHARE = 0.3        # share of policy training prompts that carry the true plan
 RECIPE_STEPS = {"tiny-base": 1500, "tiny-policy": 1500}   # optimizer steps (the shipped ones were built with these)
 CKPT_EVERY = 250            # training state saved this often, for a rerun to continue from
+MARKER_SOURCES = {"model": "the policy's own reading of each step's result",
+                  "task": "the world's arithmetic, an oracle"}   # what the tiny-prm README says its marker names
 CHECK_SHARE = 0.0           # share of policy training examples that check steps (see check_example)
 
 
@@ -268,7 +270,8 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
             f"on {policy_dir.name}: {len(train)} teacher traces and {len(own)} distinct traces of the policy's "
             f"own on {r.policy_problems} fresh problems{repeat}, labelled by the method (the noisy judge, Φ, the "
             f"template-guided trajectory reward), {r.prm_layers or 'all'} layers, {r.steps} + "
-            f"{r.second_stage_steps} steps, the marker auxiliary of the first stage (the world's arithmetic).\n\n"
+            f"{r.second_stage_steps} steps, the marker auxiliary of the first stage ({MARKER_SOURCES[r.marker_source]})."
+            f"\n\n"
             f"On {len(test)} held-out teacher traces (threshold {res['threshold']:.3f} chosen on {len(val)} "
             f"validation traces): first-error F1 {res['f1']:.1f}, step AUC {res['auc']:.1f}.\n\n"
             f"α = {alpha:g}, chosen by Best-of-{4 if quick else ALPHA_SAMPLES} accuracy on {n_val} fresh "
