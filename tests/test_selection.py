@@ -185,7 +185,8 @@ def test_data_pool_and_selection_only(ckpts, tmp_path):
 
 
 def test_default_alpha_is_the_papers_not_the_prms(ckpts, tmp_path):
-    """A PRM's own α is bon.py's (tiny-prm keeps 0.1 for Best-of-N); selection ranks with α = 1.0."""
+    """A PRM's own α is bon.py's (tiny-prm stores the one its recipe chose for Best-of-N); selection ranks
+    with α = 1.0."""
     prm = rfprm.load_prm(ckpts / "prm")
     prm.alpha = 0.2
     prm.save(tmp_path / "prm")
