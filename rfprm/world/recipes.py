@@ -11,7 +11,8 @@ imports this module (it is part of the world, a leaf beside the library).
 
 Each recipe trains under a work directory (`--out` + "-work-seedN") with checkpoints every few hundred
 steps, so a rerun of the same command continues where an interrupted one stopped; `all` skips a
-checkpoint that is already built. The same seed writes byte-identical checkpoints on the CPU.
+checkpoint that is already built. The same seed writes byte-identical checkpoints on the CPU
+(on x86 the entry point pins torch's and MKL's kernels to AVX2: see rfprm/recipes.py).
 
 Notable choices:
 - The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
