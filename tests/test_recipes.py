@@ -88,4 +88,3 @@ def test_all_needs_an_out_and_steps_only_for_lms(tmp_path):
         res = subprocess.run([sys.executable, "-m", "rfprm.recipes", *argv], capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
-
