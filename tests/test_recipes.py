@@ -88,3 +88,36 @@ def test_all_needs_an_out_and_steps_only_for_lms(tmp_path):
         res = subprocess.run([sys.executable, "-m", "rfprm.recipes", *argv], capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_recipes_pin_the_cpu_kernels_on_x86_only_when_unset(monkeypatch):
+    """The same seed writes the same bytes across x86 CPUs only with the kernel set pinned: the
+    script re-runs itself under CPU_PIN unless the caller chose one, and never off x86."""
+    import os
+    import platform
+    import runpy
+    from rfprm.recipes import CPU_PIN, cpu_pin_env, pinned_cache_dir
+    own_cache = {"TORCHINDUCTOR_CACHE_DIR": pinned_cache_dir()}   # never the unpinned kernels
+    assert cpu_pin_env({"A": "1"}, "x86_64") == {"A": "1", **CPU_PIN, **own_cache}
+    assert cpu_pin_env({"A": "1"}, "AMD64") == {"A": "1", **CPU_PIN, **own_cache}
+    assert cpu_pin_env({"TORCHINDUCTOR_CACHE_DIR": "/c"}, "x86_64")["TORCHINDUCTOR_CACHE_DIR"] == "/c"
+    assert cpu_pin_env({"ATEN_CPU_CAPABILITY": "default"}, "x86_64") is None
+    assert cpu_pin_env({}, "aarch64") is None
+
+    class Reran(Exception):
+        pass
+
+    def execve(path, args, env):
+        raise Reran(path, args, env)
+    for k in [*CPU_PIN, "TORCHINDUCTOR_CACHE_DIR"]:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(sys, "argv", ["rfprm/recipes.py", "tiny-prm", "--quick"])
+    try:
+        runpy.run_module("rfprm.recipes", run_name="__main__")
+        raise AssertionError("the entry point did not re-run itself")
+    except Reran as e:
+        path, args, env = e.args
+    assert path == sys.executable and args == [sys.executable, "-m", "rfprm.recipes", "tiny-prm", "--quick"]
+    assert all(env[k] == v for k, v in CPU_PIN.items()) and env["TORCHINDUCTOR_CACHE_DIR"] == pinned_cache_dir()
