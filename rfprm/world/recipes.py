@@ -11,10 +11,8 @@ imports this module (it is part of the world, a leaf beside the library).
 
 Each recipe trains under a work directory (`--out` + "-work-seedN") with checkpoints every few hundred
 steps, so a rerun of the same command continues where an interrupted one stopped; `all` skips a
-checkpoint that is already built. The same seed writes byte-identical checkpoints on the same
-kind of CPU; torch's AVX-512 kernels round differently from its AVX2 ones, so an AVX-512 machine
-trains other weights (same figures) unless run with ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
-(docs/results.md, "The whole build on an AVX-512 machine").
+checkpoint that is already built. The same seed writes byte-identical checkpoints on the CPU
+(on x86 the entry point pins torch's and MKL's kernels to AVX2: see rfprm/recipes.py).
 
 Notable choices:
 - The world's tokenizer is a small byte-level BPE trained on world text (`train_bpe`), with
