@@ -20,7 +20,11 @@ Notable choices:
 """
 from __future__ import annotations
 
+import getpass
 import math
+import os
+import re
+import tempfile
 import warnings
 
 import torch
@@ -341,6 +345,7 @@ def compile_forward(module: nn.Module, on: bool = True, what: str = "the backbon
         del module.forward
     if not on:
         return module
+    compile_cache_dir()
     compiled = torch.compile(module.forward, dynamic=True)
 
     def forward(*args, **kwargs):
@@ -353,6 +358,25 @@ def compile_forward(module: nn.Module, on: bool = True, what: str = "the backbon
             return module.forward(*args, **kwargs)
     module.forward = forward
     return module
+
+
+def compile_cache_dir(environ=os.environ) -> str:
+    """Point torch.compile's on-disk cache (`TORCHINDUCTOR_CACHE_DIR`) at a folder of the CPU kernel
+    set in use, torchinductor_<user>_<avx2|avx512|...>, unless the user chose a folder; returns it.
+    torch 2.13 reuses a CPU kernel compiled under another `ATEN_CPU_CAPABILITY` (e.g. AVX-512, then
+    an AVX2 pin), and that kernel stops the process (`index out of bounds`, signal 6). Only which
+    cached kernels are found changes, never what a kernel computes."""
+    try:
+        user = re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser())
+    except Exception:   # no user name in some containers
+        user = "user"
+    default = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")   # inductor's own default
+    chosen = environ.get("TORCHINDUCTOR_CACHE_DIR")   # inductor writes its default here once used
+    ours = re.escape(default) + r"(_(default|avx2|avx512|vsx|z vector|sve\d*))?"
+    if chosen is not None and not re.fullmatch(ours, os.path.abspath(chosen)):   # the user's folder
+        return chosen
+    environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default}_{torch.backends.cpu.get_cpu_capability().lower()}"
+    return environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def init_weights(module: nn.Module, std: float = 0.02):

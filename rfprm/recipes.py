@@ -9,14 +9,11 @@ AVX-512 machine, whose rounding differs, and over 1,500 training steps that grow
 weights (every tensor of tiny-base, up to 0.28). Pinned, an AVX-512 machine wrote the shipped
 tiny-base byte for byte; unpinned it did not.
 
-The pinned run also keeps its own torch.compile cache (`TORCHINDUCTOR_CACHE_DIR`, unless set):
-torch 2.13 reuses a kernel compiled for the machine's AVX-512 under the AVX2 pin, and that kernel
-stops the process (`index out of bounds`, signal 6) in the PRM stage's first compiled step."""
-import getpass
+Pinned or not, torch.compile keeps one cache per kernel set (`rfprm.model.compile_cache_dir`).
+"""
 import os
 import platform
 import sys
-import tempfile
 
 from .errors import cli_main
 from .world.recipes import (CHECK_MIX, CHECK_REQUEST, CHECK_SHARE, SPECIALS, TEMPLATE_SHARE,
@@ -33,21 +30,12 @@ __all__ = ["CHECK_MIX", "CHECK_REQUEST", "CHECK_SHARE", "SPECIALS", "TEMPLATE_SH
 CPU_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-def pinned_cache_dir() -> str:
-    """torch.compile's cache for pinned runs, beside its default one (torchinductor_<user>)."""
-    try:
-        user = getpass.getuser()
-    except Exception:   # no user name in some containers
-        user = "user"
-    return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}_avx2")
-
-
 def cpu_pin_env(environ, machine: str):
-    """The environment to re-run the recipes under (environ plus CPU_PIN and a compile cache of
-    its own), or None: not on x86, or the caller already chose a kernel set."""
+    """The environment to re-run the recipes under (environ plus CPU_PIN), or None: not on x86,
+    or the caller already chose a kernel set."""
     if machine.lower() not in ("x86_64", "amd64") or any(k in environ for k in CPU_PIN):
         return None
-    return {"TORCHINDUCTOR_CACHE_DIR": pinned_cache_dir(), **environ, **CPU_PIN}
+    return {**environ, **CPU_PIN}
 
 
 if __name__ == "__main__":

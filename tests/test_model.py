@@ -294,3 +294,25 @@ def test_optimizer_steps_and_dtype_changes_keep_decode_right(hf_qwen2):
     assert decode_vs_forward(model, 1, padded=False) <= 1e-5           # the update is seen
     model.to(torch.float64).to(torch.float32)                          # new storages per weight
     assert decode_vs_forward(model, 3, padded=True) <= 1e-5
+
+
+def test_compile_cache_is_kept_per_cpu_kernel_set(monkeypatch):
+    """torch.compile's disk cache gets one folder per ATen CPU capability (a kernel built for
+    AVX-512 and reused under an AVX2 pin stops the process), unless the user chose a folder."""
+    import os
+    import re
+    import tempfile
+    from rfprm.model import compile_cache_dir
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    env = {}
+    path = compile_cache_dir(env)
+    assert env == {"TORCHINDUCTOR_CACHE_DIR": path} and path.endswith("_avx2")
+    assert os.path.dirname(path) == tempfile.gettempdir()
+    default = path[:-len("_avx2")]
+    for inherited in (default, default + "_avx512"):   # inductor's default, or another kernel set's
+        assert compile_cache_dir({"TORCHINDUCTOR_CACHE_DIR": inherited}) == path
+    for mine in ("/data/cache", default + "_mine"):
+        env = {"TORCHINDUCTOR_CACHE_DIR": mine}
+        assert compile_cache_dir(env) == mine and env == {"TORCHINDUCTOR_CACHE_DIR": mine}
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert re.search(r"_avx512$", compile_cache_dir({}))

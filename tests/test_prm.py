@@ -357,5 +357,8 @@ def test_compiled_backbone_agrees_with_eager(tok, traces):
     from torch._dynamo.utils import counters
     assert counters["stats"]["unique_graphs"] > 0   # it compiled, not a silent eager fallback
     assert torch._dynamo.config.suppress_errors is False   # nothing switched off for everyone else
+    from rfprm.model import compile_cache_dir
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    assert cache_dir() == compile_cache_dir()        # inductor wrote to the kernel set's own folder
     prm.compile_backbone(False)
     assert "forward" not in vars(prm.model)          # the class's eager forward again
