@@ -1,0 +1,135 @@
+"""How much select_data.py's students move from one seed to the next, on validation problems,
+and whether a weight average or another schedule makes them move less.
+
+    python -m experiments.student_spread --picks TOP.jsonl --seeds 0,1,2,3,4
+    python -m experiments.student_spread --picks random --seeds 0,1,2,3,4
+    python -m experiments.student_spread --picks TOP.jsonl --seeds 0,1,2 --lr 2e-3 --warmup 60
+    python -m experiments.student_spread --quick
+
+`--picks` is a JSONL file of the traces a student trains on (select_data.py's `--out`: the top k
+of the default pool) or `random` (k traces of the default pool drawn with the seed, as
+select_data's random method draws them). Each seed trains one student from `--base` as
+select_data.py does (the default StudentSpec, compiled, bucketed batches; the seed sets the batch
+order and, for `random`, the draw) and asks it --n validation problems: fresh problems of the
+world that neither the pool nor the reserved evaluation problems hold (select_data.py's test
+problems stay untouched). Three read-outs of the same run, each greedy:
+- `final`: the weights after the last step (what select_data.py evaluates);
+- `ema`: an exponential moving average of the weights over the steps (decay --ema);
+- `last50`: the plain mean of the weights over the last 50 steps.
+"""
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import torch
+
+from rfprm.checkpoint import load_model
+from rfprm.errors import RfprmError, cli_main, resolve_path
+from rfprm.model import compile_forward
+from rfprm.selection import StudentSpec, accuracy, lm_loss, make_batches, select, student_examples
+from rfprm.tokenizer import load_tokenizer
+from rfprm.trainer import TrainConfig, train
+from rfprm.world import make_traces
+from rfprm.world.problems import make_problems
+from rfprm.world.task import MAX_NEW_TOKENS, TASK, held_out_texts
+
+VAL_SEED = 991   # the validation problems' draw
+TAIL = 50        # steps averaged by the last50 read-out
+
+
+def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: int, ema_decay: float,
+                     problems) -> dict:
+    """Train one student as rfprm.selection.train_student does, keeping two weight averages beside
+    it; -> {read-out: accuracy on problems}."""
+    model = copy.deepcopy(base)
+    cfg = TrainConfig(steps=spec.steps, lr=spec.lr, warmup=warmup, log_every=min(10, spec.steps))
+    params = dict(model.named_parameters())
+    ema = {n: p.detach().clone() for n, p in params.items()}
+    tail = {n: torch.zeros_like(p) for n, p in params.items()}
+    first_tail = max(spec.steps - TAIL, 0)
+
+    def keep_averages(step, _model):
+        with torch.no_grad():
+            for n, p in params.items():
+                ema[n].lerp_(p, 1 - ema_decay)
+                if step > first_tail:
+                    tail[n] += p
+
+    compile_forward(model.model, spec.compile, "the student")
+    torch.manual_seed(seed)
+    batch_at = make_batches(student_examples(tok, records, TASK), spec.batch_size, seed,
+                            tok.pad_id if tok.pad_id is not None else 0, model.cfg.max_position_embeddings,
+                            spec.bucket, 1)
+    train(model, lm_loss, batch_at, cfg, desc=f"student s{seed}", callback=keep_averages)
+    compile_forward(model.model, on=False)
+    out = {"final": accuracy(model, tok, problems, spec, TASK)}
+    for name, weights, scale in (("ema", ema, 1.0), ("last50", tail, 1 / (spec.steps - first_tail))):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(weights[n] * scale)
+        out[name] = accuracy(model, tok, problems, spec, TASK)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--picks", default="random", help="JSONL traces (select_data.py --out), or `random` (default)")
+    ap.add_argument("--seeds", default="0,1,2", help="student seeds, comma-separated")
+    ap.add_argument("--base", default="tiny-base", help="the students' base (dir or shipped name)")
+    ap.add_argument("--k", type=int, default=1000, help="--picks random: traces drawn")
+    ap.add_argument("--n", type=int, default=400, help="validation problems asked")
+    ap.add_argument("--steps", type=int, default=StudentSpec.steps)
+    ap.add_argument("--lr", type=float, default=StudentSpec.lr)
+    ap.add_argument("--batch-size", type=int, default=StudentSpec.batch_size)
+    ap.add_argument("--bucket", type=int, default=StudentSpec.bucket, help="batches sorted by length together "
+                    "(1: plain random batches)")
+    ap.add_argument("--warmup", type=int, default=None, help="default: select_data's (15, at most steps // 10)")
+    ap.add_argument("--ema", type=float, default=0.9, help="decay of the ema read-out, in [0, 1)")
+    ap.add_argument("--json", help="write the table here")
+    ap.add_argument("--quick", action="store_true", help="a few traces, steps and problems (for the tests)")
+    args = ap.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise RfprmError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    if args.quick:
+        args.steps, args.n, args.k, args.batch_size = 4, 8, 16, 4
+    if min(args.steps, args.n, args.k, args.batch_size, args.bucket) < 1 or not args.lr > 0 or not 0 <= args.ema < 1:
+        raise RfprmError("--steps, --n, --k, --batch-size, --bucket must be >= 1, --lr > 0 and --ema in [0, 1)")
+    pool = make_traces(200 if args.quick else 4000, 0, exclude=held_out_texts())   # select_data's default pool
+    if args.picks != "random":
+        with open(args.picks) as f:
+            picked = [json.loads(line) for line in f if line.strip()]
+        if not picked:
+            raise RfprmError(f"--picks {args.picks}: no traces")
+    used = frozenset(held_out_texts() | {r["problem"] for r in pool})
+    problems = [(p.text, str(p.answer)) for p in make_problems(args.n, VAL_SEED, exclude=used)]
+    warmup = args.warmup if args.warmup is not None else min(StudentSpec.warmup, args.steps // 10)
+    spec = StudentSpec(steps=args.steps, lr=args.lr, batch_size=args.batch_size, bucket=args.bucket,
+                       max_new_tokens=MAX_NEW_TOKENS,
+                       compile=not args.quick)
+    base_dir = resolve_path(args.base)
+    base, tok = load_model(base_dir), load_tokenizer(base_dir)
+    rows = {}
+    for seed in seeds:
+        t0 = time.time()
+        records = (picked if args.picks != "random" else
+                   [pool[i] for i in select("random", pool, args.k, seed=seed).indices])
+        rows[seed] = student_readouts(base, tok, records, spec, warmup, seed, args.ema, problems)
+        print(f"seed {seed}: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in rows[seed].items())
+              + f"  ({time.time() - t0:.0f} s)", flush=True)
+    print(f"validation accuracy % on {args.n} fresh problems, {len(seeds)} seeds ({args.picks}; {args.steps} steps "
+          f"of {args.batch_size} at lr {args.lr:g}, warm-up {warmup}, bucket {args.bucket})")
+    for name in ("final", "ema", "last50"):
+        values = [100 * r[name] for r in rows.values()]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"  {name:<7}{statistics.fmean(values):6.1f} ± {std:4.1f}   " + "  ".join(f"{v:.1f}" for v in values))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({str(s): r for s, r in rows.items()}, f, indent=1)
+
+
+if __name__ == "__main__":
+    cli_main(main)
