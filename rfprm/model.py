@@ -368,8 +368,8 @@ def compile_cache_dir(environ=os.environ) -> str:
     cached kernels are found changes, never what a kernel computes."""
     try:
         user = re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser())
-    except Exception:   # no user name in some containers
-        user = "user"
+    except Exception:   # no user name in some containers: inductor's own fallback
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
     default = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")   # inductor's own default
     chosen = environ.get("TORCHINDUCTOR_CACHE_DIR")   # inductor writes its default here once used
     ours = re.escape(default) + r"(_(default|avx2|avx512|vsx|z vector|sve\d*))?"
