@@ -4,11 +4,16 @@ and whether a weight average or another schedule makes them move less.
     python -m experiments.student_spread --picks TOP.jsonl --seeds 0,1,2,3,4
     python -m experiments.student_spread --picks random --seeds 0,1,2,3,4
     python -m experiments.student_spread --picks TOP.jsonl --seeds 0,1,2 --lr 2e-3 --warmup 60
+    python -m experiments.student_spread --prm tiny-prm --drop-teachers misaligned,wrong_plan
     python -m experiments.student_spread --quick
 
 `--picks` is a JSONL file of the traces a student trains on (select_data.py's `--out`: the top k
 of the default pool) or `random` (k traces of the default pool drawn with the seed, as
-select_data's random method draws them). Each seed trains one student from `--base` as
+select_data's random method draws them). `--prm DIR` instead scores the default pool with that PRM
+and keeps the top k by mean step + --alpha · trajectory, as select_data.py does. `--drop-teachers`
+is an ORACLE diagnostic, not a method: it leaves the named world teachers' traces out of the pool
+before any pick (their labels are the world's, which no scorer sees), to measure what a scorer that
+saw those flaws would give the students. Each seed trains one student from `--base` as
 select_data.py does (the default StudentSpec, compiled, bucketed batches; the seed sets the batch
 order and, for `random`, the draw) and asks it --n validation problems: fresh problems of the
 world that neither the pool nor the reserved evaluation problems hold (select_data.py's test
@@ -16,8 +21,12 @@ problems stay untouched). Three read-outs of the same run, each greedy:
 - `final`: the weights after the last step (what select_data.py evaluates);
 - `ema`: an exponential moving average of the weights over the steps (decay --ema);
 - `last50`: the plain mean of the weights over the last 50 steps.
+Beside the final weights' answer accuracy, `thinking` is the share of problems whose thinking ends
+on the right result (the written `= c` of its last equation; the response may still restate it
+wrongly): the answer needs both, a student's thinking and its copying of it into the response.
 """
 import argparse
+from collections import Counter
 import copy
 import json
 import statistics
@@ -26,17 +35,33 @@ import time
 import torch
 
 from rfprm.checkpoint import load_model
+from rfprm.answers import parse_trace
 from rfprm.errors import RfprmError, cli_main, resolve_path
+from rfprm.generate import chat_complete
 from rfprm.model import compile_forward
-from rfprm.selection import StudentSpec, accuracy, lm_loss, make_batches, select, student_examples
+from rfprm.prm import load_prm
+from rfprm.selection import StudentSpec, accuracy, lm_loss, make_batches, rank, select, student_examples
 from rfprm.tokenizer import load_tokenizer
 from rfprm.trainer import TrainConfig, train
 from rfprm.world import make_traces
+from rfprm.world.judge import parse_equations
 from rfprm.world.problems import make_problems
 from rfprm.world.task import MAX_NEW_TOKENS, TASK, held_out_texts
 
 VAL_SEED = 991   # the validation problems' draw
 TAIL = 50        # steps averaged by the last50 read-out
+
+
+def thinking_accuracy(model, tok, problems, spec: StudentSpec) -> float:
+    """The share of problems whose greedy thinking's last written equation result is the answer."""
+    outs = chat_complete(model, tok, [TASK.prompt(text) for text, _ in problems], max_new_tokens=spec.max_new_tokens,
+                         batch_size=spec.eval_batch_size)
+    right = 0
+    for out, (_, answer) in zip(outs, problems):
+        trace = parse_trace(out)
+        eqs = parse_equations(trace[0]) if trace else []
+        right += bool(eqs) and str(eqs[-1].result) == answer
+    return right / len(problems)
 
 
 def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: int, ema_decay: float,
@@ -64,7 +89,7 @@ def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: i
                             spec.bucket, 1)
     train(model, lm_loss, batch_at, cfg, desc=f"student s{seed}", callback=keep_averages)
     compile_forward(model.model, on=False)
-    out = {"final": accuracy(model, tok, problems, spec, TASK)}
+    out = {"final": accuracy(model, tok, problems, spec, TASK), "thinking": thinking_accuracy(model, tok, problems, spec)}
     for name, weights, scale in (("ema", ema, 1.0), ("last50", tail, 1 / (spec.steps - first_tail))):
         with torch.no_grad():
             for n, p in params.items():
@@ -76,6 +101,11 @@ def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: i
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--picks", default="random", help="JSONL traces (select_data.py --out), or `random` (default)")
+    ap.add_argument("--prm", help="score the default pool with this PRM (dir or shipped name) and train on its "
+                    "top k (instead of --picks)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="--prm: weight of the trajectory score (default 1)")
+    ap.add_argument("--drop-teachers", default="", metavar="LIST", help="ORACLE diagnostic: leave these world "
+                    "teachers' traces out of the pool first, e.g. misaligned,wrong_plan")
     ap.add_argument("--seeds", default="0,1,2", help="student seeds, comma-separated")
     ap.add_argument("--base", default="tiny-base", help="the students' base (dir or shipped name)")
     ap.add_argument("--k", type=int, default=1000, help="--picks random: traces drawn")
@@ -99,12 +129,30 @@ def main(argv=None):
     if min(args.steps, args.n, args.k, args.batch_size, args.bucket) < 1 or not args.lr > 0 or not 0 <= args.ema < 1:
         raise RfprmError("--steps, --n, --k, --batch-size, --bucket must be >= 1, --lr > 0 and --ema in [0, 1)")
     pool = make_traces(200 if args.quick else 4000, 0, exclude=held_out_texts())   # select_data's default pool
-    if args.picks != "random":
+    used = frozenset(held_out_texts() | {r["problem"] for r in pool})
+    drop = {t.strip() for t in args.drop_teachers.split(",") if t.strip()}
+    unknown = drop - {r["teacher"] for r in pool}
+    if unknown:
+        raise RfprmError(f"--drop-teachers: no teacher {sorted(unknown)[0]!r} in the pool; expected names from "
+                         f"{', '.join(sorted({r['teacher'] for r in pool}))}")
+    if drop and args.picks != "random" and not args.prm:
+        raise RfprmError("--drop-teachers drops from the default pool: use it with --prm or --picks random")
+    pool = [r for r in pool if r["teacher"] not in drop]
+    if args.k > len(pool):
+        raise RfprmError(f"--k {args.k} is larger than the pool ({len(pool)} traces)")
+    if args.prm:
+        scores = load_prm(resolve_path(args.prm)).score_batch(
+            [{k: r[k] for k in ("problem", "trajectory", "response")} for r in pool], batch_size=32)
+        picked = [pool[i] for i in rank(scores, args.alpha)[: args.k]]
+        counts = Counter(r["teacher"] for r in picked)
+        print("the picks by teacher: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
+        args.picks = f"top {args.k} by {args.prm}, α = {args.alpha:g}" + (f", without {','.join(sorted(drop))}"
+                                                                            if drop else "")
+    elif args.picks != "random":
         with open(args.picks) as f:
             picked = [json.loads(line) for line in f if line.strip()]
         if not picked:
             raise RfprmError(f"--picks {args.picks}: no traces")
-    used = frozenset(held_out_texts() | {r["problem"] for r in pool})
     problems = [(p.text, str(p.answer)) for p in make_problems(args.n, VAL_SEED, exclude=used)]
     warmup = args.warmup if args.warmup is not None else min(StudentSpec.warmup, args.steps // 10)
     spec = StudentSpec(steps=args.steps, lr=args.lr, batch_size=args.batch_size, bucket=args.bucket,
@@ -122,10 +170,10 @@ def main(argv=None):
               + f"  ({time.time() - t0:.0f} s)", flush=True)
     print(f"validation accuracy % on {args.n} fresh problems, {len(seeds)} seeds ({args.picks}; {args.steps} steps "
           f"of {args.batch_size} at lr {args.lr:g}, warm-up {warmup}, bucket {args.bucket})")
-    for name in ("final", "ema", "last50"):
+    for name in ("final", "thinking", "ema", "last50"):
         values = [100 * r[name] for r in rows.values()]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"  {name:<7}{statistics.fmean(values):6.1f} ± {std:4.1f}   " + "  ".join(f"{v:.1f}" for v in values))
+        print(f"  {name:<9}{statistics.fmean(values):6.1f} ± {std:4.1f}   " + "  ".join(f"{v:.1f}" for v in values))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(s): r for s, r in rows.items()}, f, indent=1)

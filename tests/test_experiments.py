@@ -79,3 +79,34 @@ def test_judged_samples_find_the_first_flaw_with_the_exact_judge():
     assert [r["first_error"] for r in out] == [-1, 1, 0]     # the unparsed completion is dropped
     assert [r["flaw"] for r in out] == [None, "wrong", "other"]
     assert out[1]["trajectory"].startswith("First, 6 * 4 = 24.")
+
+
+def test_student_spread_ranks_with_a_prm_and_drops_teachers_only_as_asked(capsys):
+    """--prm ranks the default pool as select_data.py does; the ORACLE --drop-teachers leaves the
+    named teachers out of every pick, and an unknown name is one clear error."""
+    from experiments.student_spread import main
+    from rfprm.errors import RfprmError
+
+    main(["--quick", "--prm", "tiny-prm", "--drop-teachers", "misaligned,wrong_plan", "--seeds", "0"])
+    counts = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("the picks by teacher"))
+    assert "clean" in counts and "misaligned" not in counts and "wrong_plan" not in counts
+    with pytest.raises(RfprmError, match="no teacher 'planless'"):
+        main(["--quick", "--picks", "random", "--drop-teachers", "planless"])
+    with pytest.raises(RfprmError, match="use it with --prm or --picks random"):
+        main(["--quick", "--picks", "top.jsonl", "--drop-teachers", "misaligned"])
+
+
+def test_student_thinking_accuracy_reads_the_last_written_result(monkeypatch):
+    """`thinking` counts a problem when the thinking's last equation writes the answer, whatever
+    the response restates; a malformed output or thinking without an equation counts as wrong."""
+    import experiments.student_spread as ss
+    from rfprm.selection import StudentSpec
+
+    outs = ["<think>\nFirst, 6 * 4 = 24.\n\nThen 24 + 3 = 27.\n</think>\n\n6 * 4 gives 24.\n\n24 + 3 gives 28, "
+            "so the answer is \\boxed{28}",
+            "<think>\nFirst, 6 * 4 = 24.\n</think>\n\nso the answer is \\boxed{27}",
+            "no trace at all = 27.",
+            "<think>\nI am not sure.\n</think>\n\n\\boxed{27}"]
+    monkeypatch.setattr(ss, "chat_complete", lambda *a, **k: outs)
+    problems = [("Compute 6 * 4 + 3.", "27")] * 4
+    assert ss.thinking_accuracy(None, None, problems, StudentSpec()) == 0.25
