@@ -26,16 +26,16 @@ on the right result (the written `= c` of its last equation; the response may st
 wrongly): the answer needs both, a student's thinking and its copying of it into the response.
 """
 import argparse
-from collections import Counter
 import copy
 import json
 import statistics
 import time
+from collections import Counter
 
 import torch
 
-from rfprm.checkpoint import load_model
 from rfprm.answers import parse_trace
+from rfprm.checkpoint import load_model
 from rfprm.errors import RfprmError, cli_main, resolve_path
 from rfprm.generate import chat_complete
 from rfprm.model import compile_forward
