@@ -52,16 +52,18 @@ VAL_SEED = 991   # the validation problems' draw
 TAIL = 50        # steps averaged by the last50 read-out
 
 
-def thinking_accuracy(model, tok, problems, spec: StudentSpec) -> float:
-    """The share of problems whose greedy thinking's last written equation result is the answer."""
+def answer_and_thinking(model, tok, problems, spec: StudentSpec) -> tuple[float, float]:
+    """From one greedy pass (rfprm.selection.accuracy's): the share of right answers, and the share
+    of problems whose thinking's last written equation result is the answer."""
     outs = chat_complete(model, tok, [TASK.prompt(text) for text, _ in problems], max_new_tokens=spec.max_new_tokens,
-                         batch_size=spec.eval_batch_size)
-    right = 0
+                         temperature=0.0, batch_size=spec.eval_batch_size)
+    answers = thinking = 0
     for out, (_, answer) in zip(outs, problems):
+        answers += TASK.is_correct(out, answer)
         trace = parse_trace(out)
         eqs = parse_equations(trace[0]) if trace else []
-        right += bool(eqs) and str(eqs[-1].result) == answer
-    return right / len(problems)
+        thinking += bool(eqs) and str(eqs[-1].result) == answer
+    return answers / len(problems), thinking / len(problems)
 
 
 def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: int, ema_decay: float,
@@ -89,7 +91,7 @@ def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: i
                             spec.bucket, 1)
     train(model, lm_loss, batch_at, cfg, desc=f"student s{seed}", callback=keep_averages)
     compile_forward(model.model, on=False)
-    out = {"final": accuracy(model, tok, problems, spec, TASK), "thinking": thinking_accuracy(model, tok, problems, spec)}
+    out = dict(zip(("final", "thinking"), answer_and_thinking(model, tok, problems, spec)))
     for name, weights, scale in (("ema", ema, 1.0), ("last50", tail, 1 / (spec.steps - first_tail))):
         with torch.no_grad():
             for n, p in params.items():

@@ -96,9 +96,10 @@ def test_student_spread_ranks_with_a_prm_and_drops_teachers_only_as_asked(capsys
         main(["--quick", "--picks", "top.jsonl", "--drop-teachers", "misaligned"])
 
 
-def test_student_thinking_accuracy_reads_the_last_written_result(monkeypatch):
+def test_student_thinking_read_out_takes_the_last_written_result(monkeypatch):
     """`thinking` counts a problem when the thinking's last equation writes the answer, whatever
-    the response restates; a malformed output or thinking without an equation counts as wrong."""
+    the response restates; a malformed output or thinking without an equation counts as wrong.
+    The answer share comes from the same outputs."""
     import experiments.student_spread as ss
     from rfprm.selection import StudentSpec
 
@@ -109,4 +110,4 @@ def test_student_thinking_accuracy_reads_the_last_written_result(monkeypatch):
             "<think>\nI am not sure.\n</think>\n\n\\boxed{27}"]
     monkeypatch.setattr(ss, "chat_complete", lambda *a, **k: outs)
     problems = [("Compute 6 * 4 + 3.", "27")] * 4
-    assert ss.thinking_accuracy(None, None, problems, StudentSpec()) == 0.25
+    assert ss.answer_and_thinking(None, None, problems, StudentSpec()) == (0.5, 0.25)
