@@ -5,6 +5,7 @@ and whether a weight average or another schedule makes them move less.
     python -m experiments.student_spread --picks random --seeds 0,1,2,3,4
     python -m experiments.student_spread --picks TOP.jsonl --seeds 0,1,2 --lr 2e-3 --warmup 60
     python -m experiments.student_spread --prm tiny-prm --drop-teachers misaligned,wrong_plan
+    python -m experiments.student_spread --labels tiny-policy --steps 400
     python -m experiments.student_spread --quick
 
 `--picks` is a JSONL file of the traces a student trains on (select_data.py's `--out`: the top k
@@ -39,14 +40,14 @@ from rfprm.checkpoint import load_model
 from rfprm.errors import RfprmError, cli_main, resolve_path
 from rfprm.generate import chat_complete
 from rfprm.model import compile_forward
-from rfprm.prm import load_prm
+from rfprm.prm import PRMScore, load_prm
 from rfprm.selection import StudentSpec, accuracy, lm_loss, make_batches, rank, select, student_examples
 from rfprm.tokenizer import load_tokenizer
 from rfprm.trainer import TrainConfig, train
 from rfprm.world import make_traces
 from rfprm.world.judge import parse_equations
 from rfprm.world.problems import make_problems
-from rfprm.world.task import MAX_NEW_TOKENS, TASK, held_out_texts
+from rfprm.world.task import MAX_NEW_TOKENS, TASK, held_out_texts, world_labeller
 
 VAL_SEED = 991   # the validation problems' draw
 TAIL = 50        # steps averaged by the last50 read-out
@@ -100,12 +101,26 @@ def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: i
     return out
 
 
+def pool_scores(pool, prm, labels, rollouts) -> list:
+    """The pool's scores by a PRM, or by the PRM's training labels (world_labeller with `labels`'s rollouts)."""
+    texts = [{k: r[k] for k in ("problem", "trajectory", "response", "answer")} for r in pool]
+    if prm:
+        return load_prm(resolve_path(prm)).score_batch(texts, batch_size=32)
+    policy_dir = resolve_path(labels)
+    labelled = world_labeller(load_model(policy_dir), load_tokenizer(policy_dir), n_rollouts=rollouts)(texts)
+    return [PRMScore(steps=r["step_rewards"], trajectory=r["trajectory_reward"], total=0.0) for r in labelled]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--picks", default="random", help="JSONL traces (select_data.py --out), or `random` (default)")
     ap.add_argument("--prm", help="score the default pool with this PRM (dir or shipped name) and train on its "
                     "top k (instead of --picks)")
-    ap.add_argument("--alpha", type=float, default=1.0, help="--prm: weight of the trajectory score (default 1)")
+    ap.add_argument("--labels", metavar="POLICY", help="rank the default pool by the PRM's training labels (fused "
+                    "step labels, template-guided rollouts of POLICY) instead of a PRM's scores")
+    ap.add_argument("--rollouts", type=int, default=4, help="--labels: rollouts per trace (default 4, as train_prm.py)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="--prm, --labels: weight of the trajectory score "
+                    "(default 1)")
     ap.add_argument("--drop-teachers", default="", metavar="LIST", help="ORACLE diagnostic: leave these world "
                     "teachers' traces out of the pool first, e.g. misaligned,wrong_plan")
     ap.add_argument("--seeds", default="0,1,2", help="student seeds, comma-separated")
@@ -137,19 +152,23 @@ def main(argv=None):
     if unknown:
         raise RfprmError(f"--drop-teachers: no teacher {sorted(unknown)[0]!r} in the pool; expected names from "
                          f"{', '.join(sorted({r['teacher'] for r in pool}))}")
-    if drop and args.picks != "random" and not args.prm:
-        raise RfprmError("--drop-teachers drops from the default pool: use it with --prm or --picks random")
+    if args.prm and args.labels:
+        raise RfprmError("--prm and --labels are two rankings: give one")
+    if args.rollouts < 1:
+        raise RfprmError(f"--rollouts must be >= 1, got {args.rollouts}")
+    if drop and args.picks != "random" and not (args.prm or args.labels):
+        raise RfprmError("--drop-teachers drops from the default pool: use it with --prm, --labels or --picks random")
     pool = [r for r in pool if r["teacher"] not in drop]
     if args.k > len(pool):
         raise RfprmError(f"--k {args.k} is larger than the pool ({len(pool)} traces)")
-    if args.prm:
-        scores = load_prm(resolve_path(args.prm)).score_batch(
-            [{k: r[k] for k in ("problem", "trajectory", "response")} for r in pool], batch_size=32)
+    if args.prm or args.labels:
+        scores = pool_scores(pool, args.prm, args.labels, args.rollouts)
         picked = [pool[i] for i in rank(scores, args.alpha)[: args.k]]
         counts = Counter(r["teacher"] for r in picked)
         print("the picks by teacher: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
-        args.picks = f"top {args.k} by {args.prm}, α = {args.alpha:g}" + (f", without {','.join(sorted(drop))}"
-                                                                            if drop else "")
+        scorer = args.prm or f"the training labels ({args.labels}, {args.rollouts} rollouts)"
+        args.picks = f"top {args.k} by {scorer}, α = {args.alpha:g}" + (f", without {','.join(sorted(drop))}"
+                                                                         if drop else "")
     elif args.picks != "random":
         with open(args.picks) as f:
             picked = [json.loads(line) for line in f if line.strip()]

@@ -92,8 +92,23 @@ def test_student_spread_ranks_with_a_prm_and_drops_teachers_only_as_asked(capsys
     assert "clean" in counts and "misaligned" not in counts and "wrong_plan" not in counts
     with pytest.raises(RfprmError, match="no teacher 'planless'"):
         main(["--quick", "--picks", "random", "--drop-teachers", "planless"])
-    with pytest.raises(RfprmError, match="use it with --prm or --picks random"):
+    with pytest.raises(RfprmError, match="use it with --prm, --labels or --picks random"):
         main(["--quick", "--picks", "top.jsonl", "--drop-teachers", "misaligned"])
+
+
+def test_student_spread_ranks_by_the_training_labels(capsys):
+    """--labels ranks the pool by the labels a PRM trains on: the template-guided reward of a
+    wrong-plan trace is low (its plan misleads the rollouts), so none reaches the top k."""
+    from experiments.student_spread import main
+    from rfprm.errors import RfprmError
+
+    main(["--quick", "--labels", "tiny-policy", "--seeds", "0"])
+    counts = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("the picks by teacher"))
+    assert "clean" in counts and "wrong_plan" not in counts
+    with pytest.raises(RfprmError, match="give one"):
+        main(["--quick", "--labels", "tiny-policy", "--prm", "tiny-prm"])
+    with pytest.raises(RfprmError, match="--rollouts must be >= 1"):
+        main(["--quick", "--labels", "tiny-policy", "--rollouts", "0"])
 
 
 def test_student_thinking_read_out_takes_the_last_written_result(monkeypatch):
