@@ -115,8 +115,9 @@ PRESETS = {
                         lambda_final=1.0, rollout_traces=-1),
     # the shipped tiny-prm (python -m rfprm.recipes tiny-prm): the world recipe, longer, and also on
     # the policy's own samples (a PRM that scores the policy's answers must have seen their mistakes,
-    # labelled the same way: the noisy judge, Φ, the trajectory reward); its α is then chosen for
-    # Best-of-N on validation problems by the recipe (rfprm/world/recipes.py). Like the world
+    # labelled the same way: the noisy judge, Φ, the trajectory reward); the recipe
+    # (rfprm/world/recipes.py) then adds its JOINT_STAGE, which this preset alone does not run, and
+    # chooses its α for Best-of-N on validation problems. Like the world
     # preset, its marker names the policy's own reading of each step's result (no oracle)
     "tiny-prm": PRMRecipe(prm_layers=4, marker_aux=0.5, marker_tokens="all", marker_source="model",
                           policy_problems=2000, policy_repeat=2, steps=3000),

@@ -69,6 +69,7 @@ def test_all_quick_end_to_end_is_byte_identical_and_resumes(tmp_path, capsys):
     assert prm.head == "step" and 0 <= prm.threshold <= 1
     readme = (tmp_path / "a" / "tiny-prm" / "README.md").read_text()
     assert "first-error F1" in readme and "distinct traces of the policy's own" in readme
+    assert "joint stage" in readme and "before the joint stage" in readme
     from rfprm.world.recipes import ALPHAS
     assert prm.alpha in ALPHAS and f"α = {prm.alpha:g}, chosen by Best-of-4" in readme
     assert not list(tmp_path.glob("a/*-work*"))           # training state removed once a stage is built

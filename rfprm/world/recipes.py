@@ -35,6 +35,7 @@ import json
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -58,6 +59,13 @@ CKPT_EVERY = 250            # training state saved this often, for a rerun to co
 MARKER_SOURCES = {"model": "the policy's own reading of each step's result",
                   "task": "the world's arithmetic, an oracle"}   # what the tiny-prm README says its marker names
 CHECK_SHARE = 0.0           # share of policy training examples that check steps (see check_example)
+# tiny-prm's last stage, from the two-stage PRM: the backbone trains on the judge's verdicts and the
+# trajectory reward together (λ_final 2), the marker kept, on fresh teacher traces that all carry a
+# trajectory reward, so the trajectory score learns to see a wrong plan (head-only it does not; the
+# stage's one-step first stage only hands the weights on). docs/results.md, "Data selection".
+JOINT_STAGE = dict(n_train=4000, rollout_traces=-1, steps=1, second_stage_steps=1000, second_stage_lr=5e-4,
+                   second_stage_head_only=False, second_stage_targets="quality", second_stage_marker=True,
+                   lambda_final=2.0)
 
 
 def build_tokenizer(seed: int = 0):
@@ -207,9 +215,9 @@ ALPHA_SAMPLES = 16
 def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     """train_prm.py's preset `tiny-prm` on the built-in world, from `policy`: teacher traces and the
     policy's own samples labelled with the fused step rewards and the template-guided trajectory
-    reward, the PRM trained, its threshold chosen on validation traces and measured on held-out
-    ones; then its α (the trajectory score's weight in the total, bon.py's default) chosen for
-    Best-of-16 on fresh validation problems. -> (the PRM's directory, its evaluation)."""
+    reward, the PRM trained (JOINT_STAGE last), its threshold chosen on validation traces and
+    measured on held-out ones; then its α (the trajectory score's weight in the total, bon.py's
+    default) chosen for Best-of-16 on fresh validation problems. -> (its directory, its evaluation)."""
     from ..labels import sample_traces
     from ..prm_layout import STEP_TAG
     from ..prm_recipe import (PRESETS, check_recipe, label_options, marker_targets, quick as quick_recipe,
@@ -252,10 +260,27 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     lm = load_model(policy_dir)
     if r.prm_layers:
         keep_layers(lm, r.prm_layers)
-    with atomic_dir(out) as tmp:
-        results, _ = train_variants(lm, tok, labelled, r, ["reasonflux"], work, out=tmp, val=val, test=test,
+    two_stage, first_eval = work / "two-stage", work / "two-stage.json"
+    if not first_eval.exists():
+        results, _ = train_variants(lm, tok, labelled, r, ["reasonflux"], work, out=two_stage, val=val, test=test,
                                     seed=seed, resume=True, marker_target=marker_target,
                                     is_correct=TASK.is_correct)
+        first_eval.write_text(json.dumps(results["reasonflux"]))
+    first = json.loads(first_eval.read_text())
+    rj = check_recipe(quick_recipe(replace(r, **JOINT_STAGE)) if quick else replace(r, **JOINT_STAGE))
+    joint_used = used | {p["problem"] for p in problems}
+    joint_path = work / "labels_joint.jsonl"
+    if joint_path.exists():
+        joint = list(read_records(joint_path, "labelled"))
+    else:
+        joint = world_labeller(load_model(policy_dir), tok, judge=rj.world_judge, **label_options(rj, seed))(
+            hide_eval_fields(world.make_traces(rj.n_train, seed * 10 + 3, exclude=joint_used)))
+        write_records(joint_path, joint)
+    joint, joint_marker = marker_targets(joint, rj, TASK.step_result, policy_dir, work / "joint", resume=True)
+    with atomic_dir(out) as tmp:
+        results, _ = train_variants(lm, tok, joint, rj, ["reasonflux"], work / "joint", out=tmp, val=val,
+                                    test=test, seed=seed, resume=True, init_prm=two_stage,
+                                    marker_target=joint_marker, is_correct=TASK.is_correct)
         res = results["reasonflux"]
         alpha, table = choose_alpha(tmp, policy_dir, problems[r.policy_problems:], 4 if quick else ALPHA_SAMPLES,
                                     seed + 2)
@@ -271,10 +296,13 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
             f"on {policy_dir.name}: {len(train)} teacher traces and {len(own)} distinct traces of the policy's "
             f"own on {r.policy_problems} fresh problems{repeat}, labelled by the method (the noisy judge, Φ, the "
             f"template-guided trajectory reward), {r.prm_layers or 'all'} layers, {r.steps} + "
-            f"{r.second_stage_steps} steps, the marker auxiliary of the first stage ({MARKER_SOURCES[r.marker_source]})."
-            f"\n\n"
+            f"{r.second_stage_steps} steps, the marker auxiliary of the first stage ({MARKER_SOURCES[r.marker_source]}); "
+            f"then a joint stage of {rj.second_stage_steps} steps that trains the backbone on the verdicts and the "
+            f"trajectory reward (λ_final {rj.lambda_final:g}) on {len(joint)} fresh teacher traces, each with its "
+            f"trajectory reward.\n\n"
             f"On {len(test)} held-out teacher traces (threshold {res['threshold']:.3f} chosen on {len(val)} "
-            f"validation traces): first-error F1 {res['f1']:.1f}, step AUC {res['auc']:.1f}.\n\n"
+            f"validation traces): first-error F1 {res['f1']:.1f}, step AUC {res['auc']:.1f} (before the joint "
+            f"stage {first['f1']:.1f} / {first['auc']:.1f}).\n\n"
             f"α = {alpha:g}, chosen by Best-of-{4 if quick else ALPHA_SAMPLES} accuracy on {n_val} fresh "
             f"validation problems (none of the training, evaluation or reserved ones):\n\n"
             f"| α | Best-of-N accuracy |\n|---|---|\n{rows}\n")
