@@ -102,13 +102,15 @@ def student_readouts(base, tok, records, spec: StudentSpec, warmup: int, seed: i
 
 
 def pool_scores(pool, prm, labels, rollouts) -> list:
-    """The pool's scores by a PRM, or by the PRM's training labels (world_labeller with `labels`'s rollouts)."""
+    """The pool's scores by a PRM, or by the PRM's training labels (world_labeller with `labels`'s
+    rollouts; their total is left NaN: `rank` reads the steps and the trajectory score)."""
     texts = [{k: r[k] for k in ("problem", "trajectory", "response", "answer")} for r in pool]
     if prm:
         return load_prm(resolve_path(prm)).score_batch(texts, batch_size=32)
     policy_dir = resolve_path(labels)
     labelled = world_labeller(load_model(policy_dir), load_tokenizer(policy_dir), n_rollouts=rollouts)(texts)
-    return [PRMScore(steps=r["step_rewards"], trajectory=r["trajectory_reward"], total=0.0) for r in labelled]
+    return [PRMScore(steps=r["step_rewards"], trajectory=r["trajectory_reward"], total=float("nan"))
+            for r in labelled]
 
 
 def main(argv=None):

@@ -232,15 +232,16 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
     policy_dir = resolve_path(policy)
     tok = load_tokenizer(policy_dir)
     (train, val, test), used = trace_splits((r.n_train, r.n_val, r.n_test), seed)
-    labeller = None
+    policy_lm = None
 
-    def labelled_once(name, records):   # labels are written once: a rerun after an interruption reads them
-        nonlocal labeller
+    def labelled_once(name, records, rec=r):   # labels are written once: a rerun after an interruption reads them
+        nonlocal policy_lm
         path = work / f"labels_{name}.jsonl"
         if path.exists():
             return list(read_records(path, "labelled"))
-        if labeller is None:
-            labeller = world_labeller(load_model(policy_dir), tok, judge=r.world_judge, **label_options(r, seed))
+        if policy_lm is None:
+            policy_lm = load_model(policy_dir)
+        labeller = world_labeller(policy_lm, tok, judge=rec.world_judge, **label_options(rec, seed))
         records = labeller(hide_eval_fields(records))
         write_records(path, records)
         return records
@@ -268,14 +269,8 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
         first_eval.write_text(json.dumps(results["reasonflux"]))
     first = json.loads(first_eval.read_text())
     rj = check_recipe(quick_recipe(replace(r, **JOINT_STAGE)) if quick else replace(r, **JOINT_STAGE))
-    joint_used = used | {p["problem"] for p in problems}
-    joint_path = work / "labels_joint.jsonl"
-    if joint_path.exists():
-        joint = list(read_records(joint_path, "labelled"))
-    else:
-        joint = world_labeller(load_model(policy_dir), tok, judge=rj.world_judge, **label_options(rj, seed))(
-            hide_eval_fields(world.make_traces(rj.n_train, seed * 10 + 3, exclude=joint_used)))
-        write_records(joint_path, joint)
+    fresh = world.make_traces(rj.n_train, seed * 10 + 3, exclude=used | {p["problem"] for p in problems})
+    joint = labelled_once("joint", fresh, rj)   # every trace with its trajectory reward (rj.rollout_traces -1)
     joint, joint_marker = marker_targets(joint, rj, TASK.step_result, policy_dir, work / "joint", resume=True)
     with atomic_dir(out) as tmp:
         results, _ = train_variants(lm, tok, joint, rj, ["reasonflux"], work / "joint", out=tmp, val=val,
