@@ -9,13 +9,13 @@ The recipe is a preset (rfprm/prm_recipe.py): `--show-preset` prints its fields,
 them. Results go to a new directory under runs/.
 
     python train_prm.py                                   # the built-in world, the PRM alone
+    python train_prm.py --preset world-long               # four times the training: F1 past 80, ~17 min
     python train_prm.py --variants reasonflux,step-only,outcome   # with both baselines
     python train_prm.py --quick                           # a one-minute version
     python train_prm.py --init-prm DIR --set steps=1000,lr=5e-4,second_stage_steps=0
                                                           # one more (fused) stage from a trained PRM
     python train_prm.py --set policy_problems=2000        # also train on the policy's own samples
-    python train_prm.py --preset tiny-prm                 # the shipped tiny-prm's training (python -m
-                                                          # rfprm.recipes tiny-prm also chooses its α)
+    python train_prm.py --preset tiny-prm                 # tiny-prm's first stages (see rfprm.recipes)
     python train_prm.py --model DIR --data traces.jsonl --val-data v.jsonl --test-data t.jsonl
 
 At scale: `--lora R` (--out is a PEFT adapter; python -m rfprm.lora merge), `--dry-run` (the memory

@@ -36,6 +36,14 @@ def test_recipe_checks_and_quick():
     assert (q.steps, q.n_train, q.compile, q.second_stage_steps, q.prm_layers) == (8, 48, False, 4, 4)
 
 
+def test_world_long_is_the_world_recipe_trained_four_times_as_long():
+    from dataclasses import asdict
+    world, long = asdict(PRESETS["world"]), asdict(PRESETS["world-long"])
+    assert {k for k in world if world[k] != long[k]} == {"batch_size", "steps"}
+    assert long["batch_size"] * long["steps"] == 4 * world["batch_size"] * world["steps"]
+    assert check_recipe(PRESETS["world-long"]) == PRESETS["world-long"]
+
+
 def test_shared_checks():
     cli.at_least(None, 1, "--k")                       # not given: nothing to check
     with pytest.raises(RfprmError, match="--k must be >= 1, got 0"):
