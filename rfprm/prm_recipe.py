@@ -252,7 +252,9 @@ def choose_first_stage_targets(recipe: PRMRecipe, labelled: list[dict]) -> PRMRe
 def response_only_records(records: list[dict]) -> list[dict]:
     """Training records of the response-only PRM: the response's steps stand as the scored
     steps (trajectory = response), each labelled with the lowest step reward of the thinking
-    steps paired with it; no trajectory reward, no label parts."""
+    steps paired with it; no trajectory reward, no label parts. Marker readings
+    (marker_source="model") move the same way: a response step takes the reading of the last
+    thinking step paired with it, the result it restates."""
     out = []
     for i, r in enumerate(records):
         thinking, response = split_steps(r["trajectory"]), split_steps(r["response"])
@@ -260,13 +262,15 @@ def response_only_records(records: list[dict]) -> list[dict]:
         if rewards is None or len(rewards) != len(thinking):
             raise RfprmError(f"response-only: training record {i} has {len(rewards or [])} step rewards for "
                              f"{len(thinking)} thinking steps")
-        labels = [0.0] * len(response)
+        labels, readings, given = [0.0] * len(response), [None] * len(response), r.get("marker_results")
         for th, rs in align_pairs(thinking, response):
             for j in rs:
                 labels[j] = min(rewards[t] for t in th)
+                readings[j] = given[th[-1]] if given is not None and th[-1] < len(given) else None
         keep = {k: v for k, v in r.items()
                 if k not in ("trajectory_reward", "label_parts", "step_rewards", "marker_results")}
-        out.append({**keep, "trajectory": join_steps(response), "step_rewards": labels})
+        moved = {"marker_results": readings} if given is not None else {}
+        out.append({**keep, "trajectory": join_steps(response), "step_rewards": labels, **moved})
     return out
 
 

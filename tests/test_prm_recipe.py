@@ -34,6 +34,20 @@ def test_response_only_records_score_the_response_steps(labelled):
         response_only_records([{**labelled[0], "step_rewards": [0.5] * 9}])
 
 
+def test_response_only_records_move_the_marker_readings_with_the_labels(labelled):
+    read = [{**r, "marker_results": [f"{i}:{t}" for t in range(len(split_steps(r["trajectory"])))]}
+            for i, r in enumerate(labelled)]
+    out = response_only_records(read)
+    assert all("marker_results" not in o for o in response_only_records(labelled))   # none given: none made
+    for i, (r, o) in enumerate(zip(read, out)):
+        assert len(o["marker_results"]) == len(split_steps(o["trajectory"]))
+        assert set(o["marker_results"]) <= set(r["marker_results"])
+        if len(split_steps(r["trajectory"])) == len(split_steps(r["response"])):   # one to one: the same
+            assert o["marker_results"] == r["marker_results"]
+    short = {**read[0], "marker_results": []}                    # a reading list shorter than the steps
+    assert set(response_only_records([short])[0]["marker_results"]) == {None}
+
+
 def test_every_variant_has_the_same_stages_and_steps(labelled):
     assert parse_variants("reasonflux,response-only") == ["reasonflux", "response-only"]
     r = PRMRecipe(steps=50, second_stage_steps=10, first_stage_targets="fused")
