@@ -9,6 +9,7 @@ accuracy over several seeds (a default --sft run, 12 students: 540-640 s on two 
     python select_data.py                                 # select from the built-in pool
     python select_data.py --sft --json runs/select.json   # the student comparison
     python select_data.py --quick --sft                   # a one-minute version
+    python select_data.py --sft --baseline-prm response-only=runs/prm-resp   # another PRM's students
     python select_data.py --prm DIR --data pool.jsonl --k 1000 --out top.jsonl
     python select_data.py --prm DIR --data pool.jsonl --sft --model DIR --eval-data problems.jsonl
     torchrun --nproc_per_node 2 select_data.py --sft --lora 8   # LoRA students over 2 processes
@@ -24,12 +25,13 @@ import time
 from dataclasses import dataclass
 
 from rfprm import cli, distributed
+from rfprm.bon import parse_baselines
 from rfprm.checkpoint import load_model
 from rfprm.data import read_records
 from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
 from rfprm.prm import load_prm
 from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, outcome_passes,
-                             result_table, select, student_memory, teacher_table, write_top)
+                             parse_methods, result_table, select, student_memory, teacher_table, write_top)
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import EVAL_RESERVE, MAX_NEW_TOKENS, TASK as WORLD, eval_problems, held_out_texts
@@ -64,11 +66,12 @@ def parse_args(argv=None):
     ap.set_defaults(prm="tiny-prm")
     ap.add_argument("--model", "--base", dest="model", metavar="DIR|NAME",
                     help="--sft: the base every student starts from (default tiny-base)")
-    ap.add_argument("--step-prm", metavar="DIR", help="a separately trained step-only (λ_final = 0) PRM "
-                                                      "for the step-only method (default: --prm with α = 0)")
+    ap.add_argument("--step-prm", metavar="DIR", help="a λ_final = 0 PRM for step-only (default: --prm, α = 0)")
+    ap.add_argument("--baseline-prm", action="append", default=[], metavar="NAME=DIR",
+                    help="--sft: students by another PRM's mean step score")
     ap.add_argument("--k", type=int, help="traces to keep (default 1000; 12 with --quick)")
     ap.add_argument("--alpha", type=float, default=1.0, metavar="A",
-                    help="weight of the trajectory score (default 1.0, the paper's for data selection)")
+                    help="weight of the trajectory score (default 1.0, the paper's)")
     ap.add_argument("--sft", action="store_true", help="train and evaluate students for each method")
     ap.add_argument("--methods", default=",".join(METHODS), help="--sft: methods to compare, comma-separated")
     ap.add_argument("--alpha-sweep", metavar="LIST", help="--sft: also ReasonFlux students for each α, e.g. 0.5,1.5")
@@ -103,6 +106,9 @@ def check_args(args) -> None:
     cli.finite(s.lr, "lr", positive=True)
     cli.finite(args.alpha, "--alpha")
     args.methods = parse_methods(args.methods)
+    args.baselines = parse_baselines(args.baseline_prm, reserved=METHODS + ("step-only",))
+    if args.baselines and not args.sft:
+        raise RfprmError("--baseline-prm adds students ranked by another reward model: add --sft")
     args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
     if args.eval_data is None and s.eval_problems > EVAL_RESERVE:
         raise RfprmError(f"eval_problems: at most {EVAL_RESERVE} reserved problems, got {s.eval_problems}")
@@ -112,15 +118,6 @@ def check_args(args) -> None:
     cli.check_output(args.out, "--out")
     if args.json:
         cli.check_output(args.json, "--json")
-
-
-def parse_methods(spec: str) -> list[str]:
-    methods = [m.strip().replace("-", "_") for m in spec.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise RfprmError(f"--methods: unknown method {bad[0] if bad else spec!r}; expected a comma-separated "
-                         f"list of {', '.join(METHODS)}")
-    return list(dict.fromkeys(methods))
 
 
 def load_pool(args) -> list[dict]:
@@ -159,6 +156,7 @@ def main(argv=None):
         raise RfprmError(f"--k {args.k} is larger than the pool ({len(pool)} traces); expected k <= {len(pool)}")
     prm_path = resolve_path(args.prm)
     step_prm_path = resolve_path(args.step_prm) if args.step_prm else None
+    baseline_paths = {name: resolve_path(d) for name, d in args.baselines.items()}
     spec = StudentSpec(steps=s.sft_steps, batch_size=s.sft_batch_size, lr=s.lr, max_new_tokens=s.max_new_tokens,
                        bf16=args.device.startswith("cuda"), lora=cli.lora_config(args), grad_accum=args.grad_accum,
                        bucket=s.bucket, compile=s.compile)
@@ -175,6 +173,7 @@ def main(argv=None):
     # ---- score and select ----
     scores = score_pool(prm_path, pool, args)
     step_scores = score_pool(step_prm_path, pool, args, "step-only PRM") if step_prm_path else None
+    baselines = {name: score_pool(d, pool, args, name) for name, d in baseline_paths.items()}
     has_steps = any(x.steps for x in step_scores or scores)   # a scalar-head PRM has no step scores
     if args.sft and "step_only" in args.methods and not has_steps:
         raise RfprmError("the step-only method needs step scores, but the PRM has a scalar head; "
@@ -200,7 +199,7 @@ def main(argv=None):
     problems, seeds, t1 = load_eval(args), [args.seed + i for i in range(args.seeds)], time.time()
     results, notes, n_students = compare_students(base, tok, pool, problems, spec, methods=args.methods, seeds=seeds,
                                                   k=args.k, scores=scores, step_scores=step_scores, alpha=alpha,
-                                                  alpha_sweep=args.alpha_sweep, task=task)
+                                                  alpha_sweep=args.alpha_sweep, baselines=baselines, task=task)
     per_student = (time.time() - t1) / max(1, n_students)
     print(format_students(results, notes, args.seeds, len(problems), alpha, args.alpha_sweep))
     seconds = time.time() - t0

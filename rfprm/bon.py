@@ -383,10 +383,12 @@ def plot_curve(curve: BoNCurve, path, title: str = "Best-of-N") -> bool:
 DEFAULT_N = (1, 2, 4, 8, 16)
 
 
-def parse_baselines(items: list[str]) -> dict[str, str]:
-    """['NAME=DIR', ...] -> {NAME: DIR}; names must be new and not a built-in row."""
-    reserved = {"random", "majority", "policy_logprob", "orm", "prm_min", "prm_last", "prm_mean",
-                "reasonflux", "oracle"}
+BON_ROWS = ("random", "majority", "policy_logprob", "orm", "prm_min", "prm_last", "prm_mean", "reasonflux", "oracle")
+
+
+def parse_baselines(items: list[str], reserved: tuple[str, ...] = BON_ROWS) -> dict[str, str]:
+    """['NAME=DIR', ...] -> {NAME: DIR}; names must be new and not a built-in row (`reserved`:
+    bon.py's rows; select_data.py passes its methods)."""
     out = {}
     for item in items:
         name, eq, path = item.partition("=")

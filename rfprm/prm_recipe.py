@@ -379,8 +379,9 @@ def train_variants(lm, tok, labelled: list[dict], r: PRMRecipe, variants: list[s
                 continue
             stage_dir = run_dir if k == 0 else run_dir / "stage2"
             tag = name if len(plan) == 1 else f"{name} stage {k + 1}"
-            verdicts = r.first_stage_targets != "fused"
-            what = ("verdicts, step loss" if verdicts else "step loss") if is_first else "full loss"
+            verdicts = r.first_stage_targets != "fused"   # stage 1 (k = 0) on the verdicts
+            loss = "full loss" if s.lambda_final > 0 else "step loss"
+            what = f"verdicts, {loss}" if k == 0 and verdicts else loss
             prm = train_prm_model(lm, tok, hide_eval_fields(records), s, r.layout, out_dir=stage_dir,
                                   resume=resume and (stage_dir / "train_state").exists(),
                                   desc=tag if len(plan) == 1 else f"{tag} ({what})",

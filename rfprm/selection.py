@@ -17,6 +17,9 @@ The four methods share one budget, k traces:
 - `reasonflux`: the top k by r̂ = mean_t r̂_step(t) + α · r̂_final, the paper's score
   (α = 1.0 in its main table). A scalar-head PRM has no step scores; its trajectory score
   stands alone.
+- Baselines by name (`compare_students(baselines=...)`, select_data.py --baseline-prm): another
+  reward model's top k by its mean step score (a scalar head: its score), as bon.py ranks them;
+  e.g. a response-only PRM (the paper's Qwen2.5-Math-PRM comparison) or an outcome RM.
 
 Notable choices:
 - Ranking is by score, ties broken by pool order, so a selection is a pure function of the
@@ -33,11 +36,9 @@ Notable choices:
   (`rfprm.task`) says how a problem is put to the student and how its answer is checked.
 - A trace's teacher and first error (fields of the built-in world's pools) are never shown to a scorer; `teacher_table`
   uses them afterwards, to show what each method picked.
-- On one GPU at scale a student can train LoRA adapters only (`StudentSpec.lora`, rfprm/lora.py);
-  they are merged into the student's own copy before it is asked (plain decoding, same answers).
-  Under torchrun each student's global batch is split into micro-batches over the processes
-  (`StudentSpec.grad_accum`, rfprm/distributed.py), and each process asks its share of the
-  problems; the correct answers are summed over processes.
+- At scale a student can train LoRA adapters only (`StudentSpec.lora`), merged before it is
+  asked; under torchrun its batch is split over the processes (`StudentSpec.grad_accum`) and
+  each asks its share of the problems.
 """
 from __future__ import annotations
 
@@ -67,6 +68,16 @@ from .trainer import TrainConfig, train
 METHODS = ("random", "outcome", "step_only", "reasonflux")
 LABELS = {"random": "random", "outcome": "outcome filter", "step_only": "step-only PRM (α=0)",
           "reasonflux": "ReasonFlux"}
+
+
+def parse_methods(spec: str) -> list[str]:
+    """select_data.py's --methods: "a,b" -> distinct known methods, in order ("-" reads as "_")."""
+    methods = [m.strip().replace("-", "_") for m in spec.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise RfprmError(f"--methods: unknown method {bad[0] if bad else spec!r}; expected a comma-separated "
+                         f"list of {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))
 
 
 @dataclass
@@ -388,19 +399,24 @@ def compare(better: dict, baseline: dict) -> dict:
 
 def compare_students(base, tok, pool: list[dict], problems: list[tuple[str, str]], spec: StudentSpec, *,
                      methods: list[str], seeds: list[int], k: int, scores, step_scores=None, alpha: float = 1.0,
-                     alpha_sweep: list[float] = (), task: Task = TEXT_TASK):
-    """One student per (method or swept α, seed), every one trained on k traces of `pool` and
-    asked the same `problems`. -> ({name: summarize(accuracies)}, {name: selection note},
-    students trained). A swept α equal to `alpha` reuses the ReasonFlux students."""
+                     alpha_sweep: list[float] = (), baselines: dict | None = None, task: Task = TEXT_TASK):
+    """One student per (method, swept α or baseline, seed), every one trained on k traces of
+    `pool` and asked the same `problems`. `baselines`: {name: another reward model's scores of
+    the pool}, each ranked by its mean step score (α = 0). -> ({name: summarize(accuracies)},
+    {name: selection note}, students trained). A swept α equal to `alpha` reuses the ReasonFlux students."""
     runs = [(m, m, alpha) for m in methods]
     runs += [(f"reasonflux α={a:g}", "reasonflux", a) for a in alpha_sweep
              if not (a == alpha and "reasonflux" in methods)]
+    runs += [(name, "baseline", 0.0) for name in baselines or {}]
     results, notes, n_done = {}, {}, 0
     for name, method, a in runs:
         accs = []
         for seed in seeds:
-            chosen = select(method, pool, k, scores=scores, step_scores=step_scores, alpha=a, seed=seed,
-                            is_correct=task.is_correct)
+            if method == "baseline":   # the same ranking as reasonflux's at α = 0, by the other model's scores
+                chosen = select("reasonflux", pool, k, scores=baselines[name], alpha=0.0)
+            else:
+                chosen = select(method, pool, k, scores=scores, step_scores=step_scores, alpha=a, seed=seed,
+                                is_correct=task.is_correct)
             if chosen.note:
                 notes[name] = chosen.note
             n_done += 1
@@ -414,37 +430,45 @@ def compare_students(base, tok, pool: list[dict], problems: list[tuple[str, str]
     return results, notes, n_done
 
 
+def _rows(results: dict) -> list[str]:
+    """The methods (METHODS order), then the baselines by name; not the α sweep's entries."""
+    return [m for m in METHODS if m in results] + [m for m in results
+                                                    if m not in METHODS and not m.startswith("reasonflux α=")]
+
+
 def result_table(results: dict, notes: dict, *, alpha: float, alpha_sweep: list[float], k: int, n_pool: int,
                  n_problems: int, seeds: list[int], picks: dict) -> dict:
-    """The comparison as a JSON table: {"accuracy": {method: mean}} first, then spreads, the α
-    sweep, what each method picked and, with random among the methods, reasonflux vs random."""
-    methods = [m for m in METHODS if m in results]
-    table = {"accuracy": {m: results[m]["mean"] for m in methods},
-             "std": {m: results[m]["std"] for m in methods},
-             "per_seed": {m: results[m]["per_seed"] for m in methods},
+    """The comparison as a JSON table: {"accuracy": {method: mean}} first (baselines by name
+    after the methods), then spreads, the α sweep, what each method picked and reasonflux
+    against random and each baseline (reasonflux_vs_NAME)."""
+    names = _rows(results)
+    table = {"accuracy": {m: results[m]["mean"] for m in names},
+             "std": {m: results[m]["std"] for m in names},
+             "per_seed": {m: results[m]["per_seed"] for m in names},
              "alpha": alpha, "k": k, "pool": n_pool, "eval_problems": n_problems, "seeds": seeds, "notes": notes,
              "alpha_sweep": {f"{a:g}": results[f"reasonflux α={a:g}"] for a in alpha_sweep}, "picks": picks}
-    if "reasonflux" in results and "random" in results:
-        table["reasonflux_vs_random"] = compare(results["reasonflux"], results["random"])
+    for other in (m for m in names if m not in ("reasonflux", "outcome", "step_only") and "reasonflux" in results):
+        table[f"reasonflux_vs_{other}"] = compare(results["reasonflux"], results[other])
     return table
 
 
 def format_students(results: dict, notes: dict, n_seeds: int, n_problems: int, alpha: float,
                     alpha_sweep: list[float] = ()) -> str:
     """compare_students' results as a table: mean, std and per-seed accuracy per method, the
-    notes, and whether ReasonFlux beats random by more than the seed spread."""
+    notes, and whether ReasonFlux beats random (and each baseline) by more than the seed spread."""
     lines = [f"\nstudents: held-out accuracy % on {n_problems} problems, mean ± std over {n_seeds} seeds",
              f"{'method':<26}{'mean':>7}{'std':>7}   per seed"]
-    rows = [(LABELS[m] + (f" (α={alpha:g})" if m == "reasonflux" else ""), results[m]) for m in METHODS if m in results]
+    names = _rows(results)
+    rows = [(LABELS.get(m, m) + (f" (α={alpha:g})" if m == "reasonflux" else ""), results[m]) for m in names]
     rows += [(f"ReasonFlux (α={a:g}) sweep", results[f"reasonflux α={a:g}"]) for a in alpha_sweep]
     for label, r in rows:
         lines.append(f"{label:<26}{100 * r['mean']:>7.1f}{100 * r['std']:>7.1f}   "
                      + " ".join(f"{100 * v:5.1f}" for v in r["per_seed"]))
     lines += [f"note ({name}): {note}" for name, note in notes.items()]
-    if "reasonflux" in results and "random" in results:
-        c = compare(results["reasonflux"], results["random"])
+    for other in (m for m in names if m not in ("reasonflux", "outcome", "step_only") and "reasonflux" in results):
+        c = compare(results["reasonflux"], results[other])
         verdict = {True: "beyond the seed spread", False: "not beyond the seed spread",
                    None: "one seed: no spread to judge by"}[c["beyond_spread"]]
-        lines.append(f"ReasonFlux - random: {100 * c['gap']:+.1f} points; seed spread (std + std) "
+        lines.append(f"ReasonFlux - {other}: {100 * c['gap']:+.1f} points; seed spread (std + std) "
                      f"{100 * c['spread']:.1f}: {verdict}")
     return "\n".join(lines)

@@ -126,3 +126,13 @@ def test_student_thinking_read_out_takes_the_last_written_result(monkeypatch):
     monkeypatch.setattr(ss, "chat_complete", lambda *a, **k: outs)
     problems = [("Compute 6 * 4 + 3.", "27")] * 4
     assert ss.answer_and_thinking(None, None, problems, StudentSpec()) == (0.5, 0.25)
+
+
+def test_joint_ablation_seed_0_is_the_builds_joint_stage(capsys):
+    """experiments.joint_ablation reruns tiny-prm's joint stage with and without the trajectory
+    term; at the build's seed its reasonflux PRM must be the build's own, byte for byte."""
+    from experiments.joint_ablation import main
+    main(["--quick"])
+    out = capsys.readouterr().out
+    assert "against the build's tiny-prm: the same bytes" in out
+    assert "seed  variant" in out and "step-only" in out and "paired over 1 seeds" in out

@@ -148,7 +148,7 @@ def test_quick_end_to_end(ckpts, tmp_path):
     out, js = tmp_path / "top.jsonl", tmp_path / "res" / "table.json"
     res = run_script("--quick", "--sft", "--prm", str(ckpts / "prm"), "--model", str(ckpts / "base"),
                      "--out", str(out), "--json", str(js), "--set", "max_new_tokens=24",
-                     "--alpha-sweep", "0.5,1.0")
+                     "--alpha-sweep", "0.5,1.0", "--baseline-prm", f"same={ckpts / 'prm'}")
     assert res.returncode == 0, res.stderr[-2000:]
     top = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(top) == 12                                             # --quick: k = 12 of 48
@@ -158,7 +158,10 @@ def test_quick_end_to_end(ckpts, tmp_path):
                                       + top[0]["prm_trajectory"], abs=1e-6)   # α = 1.0, the default
     assert len({r["problem"] for r in top}) == 12
     table = json.loads(js.read_text())
-    assert set(table["accuracy"]) == {"random", "outcome", "step_only", "reasonflux"}
+    assert list(table["accuracy"]) == ["random", "outcome", "step_only", "reasonflux", "same"]
+    # a baseline ranks by its mean step score: the same PRM as a baseline picks what step_only picks
+    assert table["per_seed"]["same"] == table["per_seed"]["step_only"]
+    assert "beyond_spread" in table["reasonflux_vs_same"]
     assert all(0.0 <= v <= 1.0 for v in table["accuracy"].values())
     assert all(len(v) == 2 for v in table["per_seed"].values())       # --quick: 2 seeds
     assert set(table["alpha_sweep"]) == {"0.5", "1"}
@@ -168,6 +171,7 @@ def test_quick_end_to_end(ckpts, tmp_path):
     assert "beyond_spread" in table["reasonflux_vs_random"]
     assert sum(table["picks"]["whole pool"].values()) == 48
     assert "students: held-out accuracy" in res.stdout and "ReasonFlux - random" in res.stdout
+    assert "ReasonFlux - same" in res.stdout
 
 
 def test_data_pool_and_selection_only(ckpts, tmp_path):
@@ -210,7 +214,8 @@ def test_model_without_sft_says_what_to_do(ckpts, tmp_path, flag):
     assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.parametrize("case", ["empty", "k_too_big", "unwritable", "bad_sweep", "outcome_no_answer"])
+@pytest.mark.parametrize("case", ["empty", "k_too_big", "unwritable", "bad_sweep", "outcome_no_answer",
+                                  "baseline_taken", "baseline_no_sft", "baseline_missing"])
 def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in world.make_traces(5, 1)))
@@ -227,15 +232,21 @@ def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
         args += ["--data", str(pool), "--k", "2", "--out", str(out)]
     elif case == "bad_sweep":
         args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base"), "--alpha-sweep", "0.5,lots"]
-    else:
+    elif case == "outcome_no_answer":
         pool.write_text("".join(json.dumps({k: r[k] for k in ("problem", "trajectory", "response")}) + "\n"
                                 for r in world.make_traces(5, 1)))
         args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base")]
-    if case in ("empty", "k_too_big"):   # through the real command line once each
+    else:   # a baseline reward model: a taken name, no --sft, a directory that is not there
+        sft = [] if case == "baseline_no_sft" else ["--sft", "--model", str(ckpts / "base")]
+        where = tmp_path / "nothing" if case == "baseline_missing" else ckpts / "prm"
+        args += ["--data", str(pool), "--k", "2", *sft,
+                 "--baseline-prm", f"{'step_only' if case == 'baseline_taken' else 'resp'}={where}"]
+    if case in ("empty", "k_too_big", "baseline_no_sft"):   # through the real command line once each
         res = run_script(*args)
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
-        assert ("no records" if case == "empty" else "larger than the pool") in res.stderr
+        assert {"empty": "no records", "k_too_big": "larger than the pool",
+                "baseline_no_sft": "add --sft"}[case] in res.stderr
     else:
         with pytest.raises(RfprmError):
             select_data.main(args)

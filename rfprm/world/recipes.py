@@ -212,12 +212,13 @@ ALPHA_PROBLEMS = 300                 # ... with this many fresh problems x ALPHA
 ALPHA_SAMPLES = 16
 
 
-def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
+def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False, keep_work=False):
     """train_prm.py's preset `tiny-prm` on the built-in world, from `policy`: teacher traces and the
     policy's own samples labelled with the fused step rewards and the template-guided trajectory
     reward, the PRM trained (JOINT_STAGE last), its threshold chosen on validation traces and
     measured on held-out ones; then its α (the trajectory score's weight in the total, bon.py's
-    default) chosen for Best-of-16 on fresh validation problems. -> (its directory, its evaluation)."""
+    default) chosen for Best-of-16 on fresh validation problems. `keep_work`: keep the training state
+    (labels, the two-stage PRM; experiments/joint_ablation.py reads it). -> (its directory, its evaluation)."""
     from ..labels import sample_traces
     from ..prm_layout import STEP_TAG
     from ..prm_recipe import (PRESETS, check_recipe, label_options, marker_targets, quick as quick_recipe,
@@ -301,8 +302,9 @@ def build_tiny_prm(policy="tiny-policy", out=None, seed=0, quick=False):
             f"α = {alpha:g}, chosen by Best-of-{4 if quick else ALPHA_SAMPLES} accuracy on {n_val} fresh "
             f"validation problems (none of the training, evaluation or reserved ones):\n\n"
             f"| α | Best-of-N accuracy |\n|---|---|\n{rows}\n")
-    shutil.rmtree(work, ignore_errors=True)
-    print(f"wrote {out} (α = {alpha:g})")
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out} (α = {alpha:g})" + (f"; its training state is in {work}" if keep_work else ""))
     return out, {**res, "alpha": alpha, "alpha_table": table}
 
 
@@ -411,6 +413,8 @@ def main(argv=None):
     ap.add_argument("--check-share", type=float, default=CHECK_SHARE,
                     help="tiny-policy: share of training examples that check a trace's steps")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--keep-work", action="store_true", help="tiny-prm: keep its training state (labels, the "
+                    "two-stage PRM) beside --out, for experiments.joint_ablation")
     ap.add_argument("--quick", action="store_true", help="a few steps only (for the tests)")
     args = ap.parse_args(argv)
     if args.seed < 0 or (args.steps is not None and args.steps < 1) or args.n < 1 or args.samples < 1:
@@ -418,6 +422,8 @@ def main(argv=None):
     if args.steps is not None and args.what not in RECIPE_STEPS:
         raise RfprmError(f"--steps sets tiny-base's or tiny-policy's steps; {args.what} takes its steps "
                          "from its recipe")
+    if args.keep_work and args.what != "tiny-prm":
+        raise RfprmError(f"--keep-work keeps tiny-prm's training state; {args.what} keeps none")
     if args.what == "all" and not args.out:
         raise RfprmError("all: --out DIR is required (the shipped checkpoints are replaced by copying, not by this)")
     if args.threads > 0:
@@ -431,7 +437,7 @@ def main(argv=None):
         build_tiny_policy(args.base, args.out, args.seed, steps, args.quick, args.template_share,
                           args.check_share)
     elif args.what == "tiny-prm":
-        build_tiny_prm(args.policy, args.out, args.seed, args.quick)
+        build_tiny_prm(args.policy, args.out, args.seed, args.quick, args.keep_work)
     else:
         path = resolve_path(args.model)
         res = evaluate_policy(load_model(path), load_tokenizer(path), args.n, args.samples, args.seed)
