@@ -31,7 +31,7 @@ from rfprm.data import read_records
 from rfprm.errors import RfprmError, atomic_file, cli_main, parse_alphas, resolve_path
 from rfprm.prm import load_prm
 from rfprm.selection import (METHODS, StudentSpec, compare_students, format_picks, format_students, outcome_passes,
-                             parse_methods, result_table, select, student_memory, teacher_table, write_top)
+                             parse_methods, rank, result_table, select, student_memory, teacher_table, write_top)
 from rfprm.task import TEXT_TASK
 from rfprm.tokenizer import load_tokenizer
 from rfprm.world.task import EVAL_RESERVE, MAX_NEW_TOKENS, TASK as WORLD, eval_problems, held_out_texts
@@ -68,7 +68,7 @@ def parse_args(argv=None):
                     help="--sft: the base every student starts from (default tiny-base)")
     ap.add_argument("--step-prm", metavar="DIR", help="a λ_final = 0 PRM for step-only (default: --prm, α = 0)")
     ap.add_argument("--baseline-prm", action="append", default=[], metavar="NAME=DIR",
-                    help="--sft: students by another PRM's mean step score")
+                    help="another PRM's picks (and students), by mean step score")
     ap.add_argument("--k", type=int, help="traces to keep (default 1000; 12 with --quick)")
     ap.add_argument("--alpha", type=float, default=1.0, metavar="A",
                     help="weight of the trajectory score (default 1.0, the paper's)")
@@ -107,8 +107,6 @@ def check_args(args) -> None:
     cli.finite(args.alpha, "--alpha")
     args.methods = parse_methods(args.methods)
     args.baselines = parse_baselines(args.baseline_prm, reserved=METHODS + ("step-only",))
-    if args.baselines and not args.sft:
-        raise RfprmError("--baseline-prm adds students ranked by another reward model: add --sft")
     args.alpha_sweep = parse_alphas(args.alpha_sweep) if args.alpha_sweep else []
     if args.eval_data is None and s.eval_problems > EVAL_RESERVE:
         raise RfprmError(f"eval_problems: at most {EVAL_RESERVE} reserved problems, got {s.eval_problems}")
@@ -184,6 +182,7 @@ def main(argv=None):
     picks = {f"ReasonFlux (α={alpha:g})": top}
     if has_steps:
         picks["step-only PRM (α=0)"] = select("step_only", pool, args.k, scores=scores, step_scores=step_scores).indices
+    picks.update({name: rank(sc, 0.0)[:args.k] for name, sc in baselines.items()})   # by mean step score
     picks[f"random (seed {args.seed})"] = select("random", pool, args.k, seed=args.seed).indices
     if all("answer" in r for r in pool):
         picks[f"outcome (seed {args.seed})"] = select("outcome", pool, args.k, seed=args.seed,

@@ -172,6 +172,8 @@ def test_quick_end_to_end(ckpts, tmp_path):
     assert sum(table["picks"]["whole pool"].values()) == 48
     assert "students: held-out accuracy" in res.stdout and "ReasonFlux - random" in res.stdout
     assert "ReasonFlux - same" in res.stdout
+    picks = res.stdout.split("students: held-out")[0]     # the picks table names the baseline's picks too
+    assert any(line.lstrip().startswith("same ") for line in picks.splitlines()), picks
 
 
 def test_data_pool_and_selection_only(ckpts, tmp_path):
@@ -215,7 +217,7 @@ def test_model_without_sft_says_what_to_do(ckpts, tmp_path, flag):
 
 
 @pytest.mark.parametrize("case", ["empty", "k_too_big", "unwritable", "bad_sweep", "outcome_no_answer",
-                                  "baseline_taken", "baseline_no_sft", "baseline_missing"])
+                                  "baseline_taken", "baseline_missing"])
 def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in world.make_traces(5, 1)))
@@ -236,17 +238,16 @@ def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
         pool.write_text("".join(json.dumps({k: r[k] for k in ("problem", "trajectory", "response")}) + "\n"
                                 for r in world.make_traces(5, 1)))
         args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base")]
-    else:   # a baseline reward model: a taken name, no --sft, a directory that is not there
-        sft = [] if case == "baseline_no_sft" else ["--sft", "--model", str(ckpts / "base")]
+    else:   # a baseline reward model: a taken name, a directory that is not there
         where = tmp_path / "nothing" if case == "baseline_missing" else ckpts / "prm"
-        args += ["--data", str(pool), "--k", "2", *sft,
+        args += ["--data", str(pool), "--k", "2", "--sft", "--model", str(ckpts / "base"),
                  "--baseline-prm", f"{'step_only' if case == 'baseline_taken' else 'resp'}={where}"]
-    if case in ("empty", "k_too_big", "baseline_no_sft"):   # through the real command line once each
+    if case in ("empty", "k_too_big", "baseline_taken"):   # through the real command line once each
         res = run_script(*args)
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
         assert {"empty": "no records", "k_too_big": "larger than the pool",
-                "baseline_no_sft": "add --sft"}[case] in res.stderr
+                "baseline_taken": "is taken"}[case] in res.stderr
     else:
         with pytest.raises(RfprmError):
             select_data.main(args)
