@@ -469,6 +469,8 @@ def format_students(results: dict, notes: dict, n_seeds: int, n_problems: int, a
         c = compare(results["reasonflux"], results[other])
         verdict = {True: "beyond the seed spread", False: "not beyond the seed spread",
                    None: "one seed: no spread to judge by"}[c["beyond_spread"]]
+        if c["beyond_spread"] is False and -c["gap"] > c["spread"]:
+            verdict = f"{other} ahead beyond the seed spread"
         lines.append(f"ReasonFlux - {other}: {100 * c['gap']:+.1f} points; seed spread (std + std) "
                      f"{100 * c['spread']:.1f}: {verdict}")
     return "\n".join(lines)

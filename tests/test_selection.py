@@ -252,3 +252,21 @@ def test_bad_input_exits_2_without_output(ckpts, tmp_path, case):
         with pytest.raises(RfprmError):
             select_data.main(args)
     assert not out.exists() and not list(tmp_path.glob(".top.jsonl*"))
+
+
+def test_student_table_says_which_way_a_gap_goes():
+    """ReasonFlux against random and each baseline: ahead beyond the spread, inside it, or the
+    other method ahead beyond it (a gap below zero is not just 'not beyond')."""
+    from rfprm.selection import format_students, result_table, summarize
+    results = {"random": summarize([0.12, 0.11, 0.14]), "reasonflux": summarize([0.07, 0.08, 0.085]),
+               "resp": summarize([0.02, 0.035, 0.005]), "orm": summarize([0.20, 0.05, 0.09])}
+    text = format_students(results, {}, 3, 200, 1.0)
+    assert "ReasonFlux - random: -4.5 points" in text and "random ahead beyond the seed spread" in text
+    assert "ReasonFlux - resp: +5.8 points; seed spread (std + std) 2.3: beyond the seed spread" in text
+    assert "ReasonFlux - orm: -3.5 points" in text and "not beyond the seed spread" in text and "orm ahead" not in text
+    rows = [line.split()[0] for line in text.splitlines()[3:7]]
+    assert rows == ["random", "ReasonFlux", "resp", "orm"]      # the methods first, then the baselines
+    table = result_table(results, {}, alpha=1.0, alpha_sweep=[], k=10, n_pool=40, n_problems=200, seeds=[0, 1, 2],
+                         picks={})
+    assert list(table["accuracy"]) == ["random", "reasonflux", "resp", "orm"]
+    assert table["reasonflux_vs_resp"]["beyond_spread"] is True and table["reasonflux_vs_orm"]["beyond_spread"] is False
