@@ -436,6 +436,11 @@ def _rows(results: dict) -> list[str]:
                                                     if m not in METHODS and not m.startswith("reasonflux α=")]
 
 
+def _against(names: list[str]) -> list[str]:
+    """What ReasonFlux is compared with: random and each baseline (when ReasonFlux is there)."""
+    return [m for m in names if m not in ("reasonflux", "outcome", "step_only")] if "reasonflux" in names else []
+
+
 def result_table(results: dict, notes: dict, *, alpha: float, alpha_sweep: list[float], k: int, n_pool: int,
                  n_problems: int, seeds: list[int], picks: dict) -> dict:
     """The comparison as a JSON table: {"accuracy": {method: mean}} first (baselines by name
@@ -447,7 +452,7 @@ def result_table(results: dict, notes: dict, *, alpha: float, alpha_sweep: list[
              "per_seed": {m: results[m]["per_seed"] for m in names},
              "alpha": alpha, "k": k, "pool": n_pool, "eval_problems": n_problems, "seeds": seeds, "notes": notes,
              "alpha_sweep": {f"{a:g}": results[f"reasonflux α={a:g}"] for a in alpha_sweep}, "picks": picks}
-    for other in (m for m in names if m not in ("reasonflux", "outcome", "step_only") and "reasonflux" in results):
+    for other in _against(names):
         table[f"reasonflux_vs_{other}"] = compare(results["reasonflux"], results[other])
     return table
 
@@ -465,7 +470,7 @@ def format_students(results: dict, notes: dict, n_seeds: int, n_problems: int, a
         lines.append(f"{label:<26}{100 * r['mean']:>7.1f}{100 * r['std']:>7.1f}   "
                      + " ".join(f"{100 * v:5.1f}" for v in r["per_seed"]))
     lines += [f"note ({name}): {note}" for name, note in notes.items()]
-    for other in (m for m in names if m not in ("reasonflux", "outcome", "step_only") and "reasonflux" in results):
+    for other in _against(names):
         c = compare(results["reasonflux"], results[other])
         verdict = {True: "beyond the seed spread", False: "not beyond the seed spread",
                    None: "one seed: no spread to judge by"}[c["beyond_spread"]]
